@@ -1,0 +1,1 @@
+"""The simulated pilot bus backend: ports, contactors, meters and EVs in virtual time."""

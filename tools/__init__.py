@@ -1,0 +1,1 @@
+"""ampshare command line and bench tools."""
