@@ -28,3 +28,149 @@ class EvSpec:
     min_a: float = 6.0
     wakes: bool = True
     overdraw_a: float = 0.0
+
+
+# Where a typical lithium-ion pack starts to taper its charge current (constant-current to
+# constant-voltage transition); an on-board charger's draw falls roughly linearly from there.
+TAPER_START_SOC = 0.8
+# The floor of the taper as a fraction of the on-board charger's maximum.
+TAPER_FLOOR = 0.1
+# Charger and battery losses: energy into the pack per energy metered at the port.
+CHARGE_EFFICIENCY = 0.9
+# An EV's battery management re-evaluates its current this often while tapering.
+TAPER_UPDATE_S = 30.0
+# Time from seeing PWM to closing S2 (B -> C); J1772 leaves it to the vehicle, cars take ~1 s.
+HANDSHAKE_S = 1.0
+
+
+class SimEv:
+    """The behaviour of one plugged-in vehicle: what it draws and which pilot state it shows.
+
+    Pure apart from its own state: the bus tells it what the EVSE is doing and the time, and
+    asks it when it will next change by itself.
+    """
+
+    def __init__(self, spec: EvSpec, voltage_v: float) -> None:
+        self.spec = spec
+        self.voltage_v = voltage_v
+        self.soc = spec.soc
+        self.in_c = False  # S2 closed: the vehicle asks for energy
+        self.draw_a = 0.0  # current drawn now (piecewise constant)
+        self.overdraw_a = spec.overdraw_a
+        self.paused_once = False  # saw PWM go off while asking (for vehicles that do not wake)
+        self._pending: tuple[float, float] | None = None  # (at, draw) a lagged change
+        self._c_at: float | None = None  # when S2 closes after a handshake
+        self._b_at: float | None = None  # when S2 opens after PWM went off
+        self._taper_at: float | None = None
+
+    # --- what the vehicle wants -------------------------------------------------------
+
+    @property
+    def wants_energy(self) -> bool:
+        return self.soc < self.spec.target_soc - 1e-9
+
+    def charger_limit_a(self) -> float:
+        """The on-board charger's limit at the present state of charge (taper near full)."""
+        if self.soc <= TAPER_START_SOC:
+            return self.spec.max_a
+        frac = (1.0 - self.soc) / (1.0 - TAPER_START_SOC)
+        return self.spec.max_a * max(TAPER_FLOOR, frac)
+
+    def desired_draw(self, offer_a: float, energised: bool) -> float:
+        """What the vehicle settles on drawing for this offer (amps per phase)."""
+        if not (energised and self.in_c and self.wants_energy):
+            return 0.0
+        if offer_a < self.spec.min_a:
+            return 0.0  # many vehicles draw nothing rather than less than their minimum
+        return min(offer_a, self.charger_limit_a()) + self.overdraw_a
+
+    @property
+    def power_w(self) -> float:
+        return self.draw_a * self.voltage_v * self.spec.phases
+
+    # --- time -----------------------------------------------------------------------
+
+    def integrate(self, dt: float) -> float:
+        """Charge for ``dt`` seconds at the present draw; returns the metered energy in Wh."""
+        if dt <= 0.0 or self.draw_a <= 0.0:
+            return 0.0
+        wh = self.power_w * dt / 3600.0
+        self.soc = min(1.0, self.soc + wh * CHARGE_EFFICIENCY / (self.spec.battery_kwh * 1000.0))
+        return wh
+
+    def seconds_to_soc(self, soc: float) -> float | None:
+        """How long at the present draw until the battery reaches ``soc``."""
+        if self.draw_a <= 0.0 or self.soc >= soc:
+            return None
+        wh = (soc - self.soc) * self.spec.battery_kwh * 1000.0 / CHARGE_EFFICIENCY
+        return wh * 3600.0 / self.power_w
+
+    def react(self, now: float, pwm_on: bool, offer_a: float, energised: bool) -> None:
+        """Re-plan after the EVSE changed what it does (or after the vehicle's own change)."""
+        # Pilot handshake: S2 closes when PWM appears; opens some time after PWM disappears.
+        if pwm_on and not self.in_c and self.wants_energy:
+            if (self.spec.wakes or not self.paused_once) and self._c_at is None:
+                self._c_at = now + HANDSHAKE_S
+        elif not pwm_on:
+            self._c_at = None
+        if not pwm_on and self.in_c:
+            if self._b_at is None:
+                self.paused_once = True
+                self._b_at = now + self.spec.response_s
+        else:
+            self._b_at = None
+        want = self.desired_draw(offer_a, energised)
+        if not energised:
+            # The contactor is open: no current can flow, whatever the vehicle would like.
+            self.draw_a = 0.0
+            self._pending = None if want == 0.0 else (now + self.spec.response_s, want)
+            return
+        if self._pending is not None and abs(self._pending[1] - want) < 1e-9:
+            return
+        if abs(want - self.draw_a) < 1e-9:
+            self._pending = None
+        else:
+            # J1772: a vehicle follows a changed offer within its response time (<= 5 s).
+            self._pending = (now + self.spec.response_s, want)
+
+    def next_change(self, now: float) -> float | None:
+        times = [t for t in (self._c_at, self._b_at) if t is not None]
+        if self._pending is not None:
+            times.append(self._pending[0])
+        full = self.seconds_to_soc(self.spec.target_soc)
+        if full is not None:
+            times.append(now + full)
+        if self.draw_a > 0.0:
+            if self.soc < TAPER_START_SOC:
+                to_taper = self.seconds_to_soc(TAPER_START_SOC)
+                if to_taper is not None:
+                    times.append(now + to_taper)
+            else:
+                if self._taper_at is None or self._taper_at <= now:
+                    self._taper_at = now + TAPER_UPDATE_S
+                times.append(self._taper_at)
+        return min(times) if times else None
+
+    def fire(self, now: float, pwm_on: bool, offer_a: float, energised: bool) -> None:
+        """Apply whatever of the vehicle's own changes are due at ``now``."""
+        eps = 1e-9
+        if self._c_at is not None and self._c_at <= now + eps:
+            self._c_at = None
+            self.in_c = True
+        if self._b_at is not None and self._b_at <= now + eps:
+            self._b_at = None
+            self.in_c = False
+            self.draw_a = 0.0
+            self._pending = None
+        if self._pending is not None and self._pending[0] <= now + eps:
+            self.draw_a = self._pending[1] if energised else 0.0
+            self._pending = None
+        if not self.wants_energy and self.draw_a > 0.0:
+            self.draw_a = 0.0  # target reached: the BMS stops charging, the car stays in C
+        elif self.draw_a > 0.0 and self.soc > TAPER_START_SOC:
+            limit = self.charger_limit_a() + self.overdraw_a
+            if self.draw_a > limit:
+                self.draw_a = limit  # the BMS lowers current by itself: no lag
+        if self._taper_at is not None and self._taper_at <= now + eps:
+            self._taper_at = None
+        self.react(now, pwm_on, offer_a, energised)
