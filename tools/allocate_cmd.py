@@ -1,0 +1,91 @@
+"""`ampshare allocate SITE.yaml STATE.yaml`: one allocation of a site in a given state, as JSON.
+
+One job: read a site file and a state file (DESIGN.md, "Command line"), ask the allocation
+core (`controller.limits`, `controller.allocate`) once, and print its answer on stdout:
+
+    {"ports": {"<port id>": amps, ...},                     every port of the site (idle: 0)
+     "groups": {"<limit id>": {"limit": x, "load": y}},     every limit of the tree
+     "binding": {"<port id>": "<limit id>" | "port" | "demand" | "paused"},  charging ports
+     "paused": ["<port id>", ...]}                          charging ports given 0 (round robin)
+
+Errors are one line on stderr (``FILE:LINE: FIELD: message`` for config errors), exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from controller.allocate import Allocation, PortRequest, allocate
+from controller.limits import LimitTree, TreeError
+from controller.model import SiteSpec
+from firmware.config import ConfigError, State, load_site, load_state
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+
+
+def allocate_command(site_path: str, state_path: str) -> int:
+    """Print one allocation of the site at ``site_path`` in the state at ``state_path``."""
+    try:
+        site = load_site(site_path)
+        state = load_state(state_path, site)
+        tree = LimitTree.from_spec(site)
+        tree = _with_site_load(tree, site, state)
+        result = allocate(tree, requests(site, state), site.policy)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    except (
+        TreeError,
+        ValueError,
+    ) as exc:  # the core's own refusals: the loader's should come first
+        print(f"{site_path}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(json.dumps(to_json(site, result), indent=2))
+    return EXIT_OK
+
+
+def requests(site: SiteSpec, state: State) -> dict[str, PortRequest]:
+    """What each charging port asks for: its demand (default: its cap), floor and session order.
+
+    A port without ``since`` takes its position in the state file (1, 2, ...) as its session
+    order, so FCFS follows the order the file lists the ports in.
+    """
+    caps = {port.id: port for port in site.ports}
+    out: dict[str, PortRequest] = {}
+    for position, (port_id, demand) in enumerate(state.ports.items(), start=1):
+        port = caps[port_id]
+        since = float(position) if demand.since is None else demand.since
+        want = port.cap_a if demand.demand_a is None else demand.demand_a
+        out[port_id] = PortRequest(want_a=want, min_a=port.min_a, priority=since, since=since)
+    return out
+
+
+def _with_site_load(tree: LimitTree, site: SiteSpec, state: State) -> LimitTree:
+    """Dynamic load management (the guide, "How to set the Limits?" 3): the root's kW limit is
+    the site maximum; the EVs get what the unmanaged load leaves of it (never more: with_limits
+    only lowers). `load_state` has checked that the root has a kW limit."""
+    if state.site_load_kw is None:
+        return tree
+    root = next(group for group in site.groups if group.parent is None)
+    assert root.limit_kw is not None
+    return tree.with_limits({f"{root.id}:kW": max(0.0, root.limit_kw - state.site_load_kw)})
+
+
+def _num(value: float) -> float | int:
+    rounded = round(value, 3)
+    return int(rounded) if rounded == int(rounded) else rounded
+
+
+def to_json(site: SiteSpec, result: Allocation) -> dict[str, object]:
+    """The DESIGN.md allocation shape; numbers rounded to 1 mA so output is stable."""
+    return {
+        "ports": {port.id: _num(result.amps.get(port.id, 0.0)) for port in site.ports},
+        "groups": {
+            lid: {"limit": _num(limit), "load": _num(result.loads.get(lid, 0.0))}
+            for lid, limit in result.limits.items()
+        },
+        "binding": dict(result.binding),
+        "paused": sorted(result.paused),
+    }
