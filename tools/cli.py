@@ -1,5 +1,77 @@
-"""The `ampshare` command line (placeholder until the spine lands)."""
+"""The ``ampshare`` command line: run a station, check a config, allocate once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 
-def main() -> int:
-    return 0
+def _version() -> str:
+    try:
+        return version("ampshare")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "unknown"
+
+
+def _duration(text: str) -> float:
+    from firmware.config import ConfigError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except (ConfigError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ampshare",
+        description="Power-sharing firmware of dual-port AC charging stations, and its simulator.",
+    )
+    parser.add_argument("--version", action="version", version=f"ampshare {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the station firmware in real time")
+    run.add_argument("--config", required=True, help="station config YAML")
+    run.add_argument(
+        "--for", dest="duration", type=_duration, help="stop by itself after this (30s, 5m, 2h)"
+    )
+    run.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="run the clock this many times faster (simulated hardware only)",
+    )
+    run.add_argument("--no-live", action="store_true", help="plain log lines, no live table")
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    check = config_sub.add_parser("check", help="validate a station or site config")
+    check.add_argument("file")
+
+    alloc = sub.add_parser("allocate", help="one allocation of a site in a given state, as JSON")
+    alloc.add_argument("site")
+    alloc.add_argument("state")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        from tools.run_cmd import run_command
+
+        return run_command(args.config, args.duration, args.speed, live=not args.no_live)
+    if args.command == "config":
+        from tools.config_cmd import config_check
+
+        return config_check(args.file)
+    if args.command == "allocate":
+        from tools.allocate_cmd import allocate_command
+
+        return allocate_command(args.site, args.state)
+    raise AssertionError(args.command)  # argparse refuses unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -310,6 +310,7 @@ class SimBus:
 
     def changed(self, port: SimPort) -> None:
         self._dirty.add(port.id)
+        port.record(self.now)
 
     # --- internals --------------------------------------------------------------------
 

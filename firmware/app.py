@@ -1,0 +1,46 @@
+"""Assemble a station from its validated configuration: hardware, meters, controller, loop."""
+
+from __future__ import annotations
+
+from controller.core import Controller, ControlSettings
+from controller.limits import LimitTree
+from firmware.config import StationConfig
+from firmware.station import Station
+from hal import registry
+from hal.interfaces import Hardware, Meter
+
+# A per-port meter URL that means "the meter the hardware backend itself provides".
+BUILTIN_METER = "sim://"
+
+
+def control_settings(config: StationConfig) -> ControlSettings:
+    """The controller's settings: defaults, overridden by the config's ``control:`` block."""
+    return ControlSettings(**config.control) if config.control else ControlSettings()
+
+
+def open_station_hardware(config: StationConfig) -> Hardware:
+    """Open the backend named by the config's ``hardware:`` URL for this station's ports."""
+    return registry.open_hardware(
+        config.hardware_url,
+        port_ids=[p.id for p in config.site.ports],
+        evs=config.sim_evs,
+        voltage_v=[p.voltage_v for p in config.site.ports],
+        jumper=config.jumper,
+    )
+
+
+def build_station(config: StationConfig, hardware: Hardware | None = None) -> Station:
+    """A ready station: the given hardware, or the one the config names."""
+    hw = hardware if hardware is not None else open_station_hardware(config)
+    meters: list[Meter] = []
+    for url, port_hw in zip(config.meter_urls, hw.ports, strict=True):
+        meters.append(port_hw.meter if url == BUILTIN_METER else registry.open_meter(url))
+    controller = Controller(LimitTree.from_spec(config.site), control_settings(config))
+    return Station(
+        config.site,
+        hw,
+        controller,
+        jumper=config.jumper,
+        port_config=config.port_config,
+        meters=meters,
+    )

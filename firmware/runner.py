@@ -1,0 +1,129 @@
+"""When the station ticks: in real time (a Raspberry Pi, a bench) or in virtual time (CI).
+
+Both runners call the same ``Station.step``; only the choice of ``now`` differs. The virtual
+runner never sleeps: it jumps to the next moment anything can change (a hardware event such as
+an EV following a PWM change, a port-machine or controller timer, a scenario event), so a
+simulated day takes seconds and no tick that could matter is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from firmware.station import Snapshot, Station
+
+# The station loop's period on real hardware. The contactor must open within 100 ms of the
+# pilot leaving C (J1772, DESIGN.md), so a tick must come at least that often.
+REALTIME_PERIOD_S = 0.05
+# Ticks closer together than this in virtual time are merged (1 ms: below any J1772 timing).
+MIN_VIRTUAL_STEP_S = 0.001
+
+StepHook = Callable[[Snapshot], None]
+
+
+@dataclass(order=True)
+class _Event:
+    at: float
+    order: int
+    action: Callable[[], None] = field(compare=False)
+
+
+class VirtualRunner:
+    """Drives a station through virtual time, event to event."""
+
+    def __init__(self, station: Station, *, max_step_s: float = 60.0) -> None:
+        self.station = station
+        self.max_step_s = max_step_s
+        self.now = 0.0
+        self.ticks = 0
+        self._events: list[_Event] = []
+        self._order = itertools.count()
+
+    def at(self, t: float, action: Callable[[], None]) -> None:
+        """Run ``action`` at virtual time ``t`` (hardware advanced to ``t`` first), then tick."""
+        heapq.heappush(self._events, _Event(t, next(self._order), action))
+
+    def run(self, until: float, on_step: StepHook | None = None) -> Snapshot:
+        """Tick from the present time to ``until`` (inclusive) and return the last snapshot."""
+        hardware = self.station.hardware
+        while True:
+            while self._events and self._events[0].at <= self.now:
+                event = heapq.heappop(self._events)
+                hardware.advance(self.now)
+                event.action()
+            snap = self.station.step(self.now)
+            self.ticks += 1
+            if on_step is not None:
+                on_step(snap)
+            if self.now >= until:
+                return snap
+            self.now = self._next_time(until)
+
+    def _next_time(self, until: float) -> float:
+        candidates: Iterable[float | None] = (
+            self.station.next_deadline(),
+            self.station.hardware.next_change(self.now),
+            self._events[0].at if self._events else None,
+            until,
+            self.now + self.max_step_s,
+        )
+        nxt = min(t for t in candidates if t is not None)
+        return max(nxt, self.now + MIN_VIRTUAL_STEP_S) if nxt < until else until
+
+
+class RealtimeRunner:
+    """Drives a station on the event loop's clock, optionally sped up (simulated hardware)."""
+
+    def __init__(
+        self,
+        station: Station,
+        *,
+        period_s: float = REALTIME_PERIOD_S,
+        speed: float = 1.0,
+    ) -> None:
+        if not period_s > 0.0 or period_s > 0.1:
+            raise ValueError("the loop period must be in (0, 0.1] s (contactor opens in 100 ms)")
+        if not speed > 0.0:
+            raise ValueError("speed must be > 0")
+        self.station = station
+        self.period_s = period_s
+        self.speed = speed
+        self.stop_event = asyncio.Event()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self, until: float | None = None, on_step: StepHook | None = None) -> None:
+        """Tick until ``until`` (station seconds) or ``stop()``; always leaves the ports safe."""
+        loop = asyncio.get_running_loop()
+        hardware = self.station.hardware
+        await hardware.start()
+        try:
+            t0 = loop.time()
+            while True:
+                now = (loop.time() - t0) * self.speed
+                if until is not None:
+                    now = min(now, until)
+                snap = self.station.step(now)
+                if on_step is not None:
+                    on_step(snap)
+                if until is not None and now >= until:
+                    return
+                # Sped up, the simulated hardware says when it changes next, so nothing is
+                # missed between ticks; at speed 1 the real period alone sets the pace.
+                nxt = now + self.period_s * self.speed
+                for t in (self.station.next_deadline(), hardware.next_change(now), until):
+                    if t is not None and now < t < nxt:
+                        nxt = t
+                delay = max(0.0, (t0 + nxt / self.speed) - loop.time())
+                try:
+                    await asyncio.wait_for(self.stop_event.wait(), timeout=delay)
+                    return
+                except TimeoutError:
+                    pass
+        finally:
+            await self.station.shutdown()

@@ -1,0 +1,255 @@
+"""The station control loop: read the HAL, step the port machines, ask the controller for
+currents, write PWM and contactors.
+
+``Station.step(now)`` is one tick. It never reads a clock or sleeps: the runners in
+``firmware.runner`` decide when ticks happen (every 50 ms in real time; from event to event in
+virtual time, using ``next_deadline``). A tick reacts to a pilot change on the tick it is seen,
+which is what lets the contactor open within 100 ms of C -> B (J1772; DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from controller.core import Controller
+from controller.model import Decision, PortObservation, SiteSpec
+from firmware import port as pm
+from hal.interfaces import Hardware, Meter, PortHardware
+from hal.pilot import PilotError, PilotState, diode_ok, state_from_high_voltage
+
+
+@dataclass(frozen=True, slots=True)
+class PortView:
+    """What one port is doing after a tick (for the live table, traces and telemetry)."""
+
+    id: str
+    mode: pm.Mode
+    pilot: PilotState | None
+    pilot_out: pm.PilotOut
+    duty_pct: float | None
+    offer_a: float
+    effective_a: float
+    drawn_a: float | None  # metered; None when the meter is stale
+    energy_wh: float | None
+    contactor: bool  # sensed
+    fault: str | None
+    binding: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole station after a tick."""
+
+    t: float
+    ports: tuple[PortView, ...]
+    loads: Mapping[str, float]
+    limits: Mapping[str, float]
+    inhibit: str | None  # why the station refuses to energize any port, if it does
+
+
+class Station:
+    """One station: its hardware, a port machine per port, and the allocation core."""
+
+    def __init__(
+        self,
+        site: SiteSpec,
+        hardware: Hardware,
+        controller: Controller,
+        *,
+        jumper: bool,
+        port_config: pm.PortConfig | None = None,
+        meters: Sequence[Meter] | None = None,
+    ) -> None:
+        self.site = site
+        self.hardware = hardware
+        self.controller = controller
+        self.jumper = jumper
+        self.port_config = port_config or pm.PortConfig()
+        self.port_ids = tuple(p.id for p in site.ports)
+        if len(hardware.ports) != len(self.port_ids):
+            raise ValueError(
+                f"hardware has {len(hardware.ports)} ports, the configuration {len(self.port_ids)}"
+            )
+        self._hw: dict[str, PortHardware] = dict(zip(self.port_ids, hardware.ports, strict=True))
+        self._meters: dict[str, Meter] = {
+            pid: (meters[i] if meters is not None else hw.meter)
+            for i, (pid, hw) in enumerate(self._hw.items())
+        }
+        self._states = {pid: pm.initial_state(0.0) for pid in self.port_ids}
+        self._offers = dict.fromkeys(self.port_ids, 0.0)
+        self._written: dict[str, tuple[pm.PilotOut, float | None, bool] | None] = dict.fromkeys(
+            self.port_ids
+        )
+        self._resets: set[str] = set()
+        self.link_up = True
+        self.last: Snapshot | None = None
+
+    # --- operator actions -----------------------------------------------------------
+
+    def reset(self, port_id: str) -> None:
+        """Operator reset of a locked-out port (takes effect on the next tick)."""
+        if port_id not in self._hw:
+            raise KeyError(port_id)
+        self._resets.add(port_id)
+
+    # --- the tick -------------------------------------------------------------------
+
+    def step(self, now: float) -> Snapshot:
+        self.hardware.advance(now)
+        inhibit = self._jumper_mismatch()
+        if inhibit is not None:
+            return self._inhibited(now, inhibit)
+        inputs = {pid: self._read(pid, now) for pid in self.port_ids}
+        # First let every port machine see this tick's pilot with the offer it already has,
+        # so an unplug or a fault is known to the controller on the same tick.
+        first = {
+            pid: pm.step(self._states[pid], inputs[pid], now, self.port_config)
+            for pid in self.port_ids
+        }
+        observations = {
+            pid: PortObservation(
+                connected=pm.is_connected(state),
+                requesting=pm.is_requesting(state),
+                metered_a=inputs[pid].metered_a,
+                session_start=pm.session_start(state),
+            )
+            for pid, (state, _) in first.items()
+        }
+        decision = self.controller.update(now, observations, link_up=self.link_up)
+        views = []
+        for pid in self.port_ids:
+            state, commands = first[pid]
+            offer = float(decision.offers.get(pid, 0.0))
+            if offer != self._offers[pid]:
+                changed = dataclasses.replace(inputs[pid], offer_a=offer)
+                state, commands = pm.step(self._states[pid], changed, now, self.port_config)
+            self._states[pid] = state
+            self._offers[pid] = offer
+            self._write(pid, commands)
+            views.append(self._view(pid, inputs[pid], decision, commands))
+        self._resets.clear()
+        snap = Snapshot(now, tuple(views), decision.loads, decision.limits, None)
+        self.last = snap
+        return snap
+
+    def next_deadline(self) -> float | None:
+        """The earliest time a tick would act even if no input changed."""
+        times = [pm.next_deadline(s, self.port_config) for s in self._states.values()]
+        times.append(self.controller.next_deadline())
+        due = [t for t in times if t is not None and math.isfinite(t)]
+        return min(due) if due else None
+
+    async def shutdown(self) -> None:
+        """Leave every port safe and release the hardware."""
+        for hw in self._hw.values():
+            hw.pilot.steady()
+            hw.contactor.command(False)
+        await self.hardware.stop()
+
+    # --- internals ------------------------------------------------------------------
+
+    def _jumper_mismatch(self) -> str | None:
+        sensed = self.hardware.jumper.installed()
+        if sensed == self.jumper:
+            return None
+        if sensed:
+            # The dangerous case: one feed, but the controller would let each port draw a
+            # full breaker's worth (the guide: the installer must confirm the jumper).
+            return "jumper sensed installed but configured absent: both ports share one feed"
+        return "jumper configured installed but not sensed: check the wiring and the config"
+
+    def _inhibited(self, now: float, reason: str) -> Snapshot:
+        views = []
+        for pid, hw in self._hw.items():
+            commands = pm.PortCommands(pm.PilotOut.STATE_F, None, False)
+            self._offers[pid] = 0.0
+            self._write(pid, commands)
+            views.append(
+                PortView(
+                    pid,
+                    pm.Mode.LOCKOUT,
+                    None,
+                    pm.PilotOut.STATE_F,
+                    None,
+                    0.0,
+                    0.0,
+                    None,
+                    None,
+                    hw.contactor.feedback(),
+                    "jumper",
+                    "inhibited",
+                )
+            )
+        snap = Snapshot(now, tuple(views), {}, {}, reason)
+        self.last = snap
+        return snap
+
+    def _read(self, pid: str, now: float) -> pm.PortInputs:
+        hw = self._hw[pid]
+        sample = hw.pilot.sample()
+        try:
+            pilot: PilotState | None = state_from_high_voltage(sample.high_v)
+        except PilotError:
+            pilot = None  # outside every band: the port machine treats it as an error
+        diode = None if sample.low_v is None else diode_ok(sample.low_v)
+        reading = self._meters[pid].latest()
+        metered: float | None = None
+        if reading is not None and now - reading.timestamp <= self.port_config.meter_stale_s:
+            metered = reading.max_amps
+            if not math.isfinite(metered) or metered < 0.0:
+                metered = None  # an absurd reading is no reading
+        return pm.PortInputs(
+            pilot=pilot,
+            diode_ok=diode,
+            contactor_closed=hw.contactor.feedback(),
+            gfci_tripped=hw.ground.gfci_tripped(),
+            ground_ok=hw.ground.ground_ok(),
+            metered_a=metered,
+            offer_a=self._offers[pid],
+            reset=pid in self._resets,
+        )
+
+    def _write(self, pid: str, commands: pm.PortCommands) -> None:
+        hw = self._hw[pid]
+        if commands.reset_gfci:
+            hw.ground.reset_gfci()
+        key = (commands.pilot, commands.duty_pct, commands.contactor_closed)
+        last = self._written[pid]
+        if last == key:
+            return
+        # Open before changing the pilot, close after: the contactor never closes on a pilot
+        # that has not yet been set (and never stays closed once the pilot says stop).
+        if not commands.contactor_closed:
+            hw.contactor.command(False)
+        if commands.pilot is pm.PilotOut.PWM and commands.duty_pct is not None:
+            hw.pilot.pwm(commands.duty_pct)
+        elif commands.pilot is pm.PilotOut.STATE_F:
+            hw.pilot.state_f()
+        else:
+            hw.pilot.steady()
+        if commands.contactor_closed:
+            hw.contactor.command(True)
+        self._written[pid] = key
+
+    def _view(
+        self, pid: str, inputs: pm.PortInputs, decision: Decision, commands: pm.PortCommands
+    ) -> PortView:
+        state = self._states[pid]
+        reading = self._meters[pid].latest()
+        return PortView(
+            id=pid,
+            mode=state.mode,
+            pilot=inputs.pilot,
+            pilot_out=commands.pilot,
+            duty_pct=commands.duty_pct,
+            offer_a=self._offers[pid],
+            effective_a=float(decision.effective.get(pid, self._offers[pid])),
+            drawn_a=inputs.metered_a,
+            energy_wh=None if reading is None else reading.energy_wh,
+            contactor=self._hw[pid].contactor.feedback(),
+            fault=pm.fault(state),
+            binding=decision.binding.get(pid, ""),
+        )
