@@ -1,0 +1,230 @@
+"""Demand learning: how much each vehicle really takes, learned from its port meter.
+
+This module's one job is to turn, per port, the offers a vehicle was given and what its meter
+shows it drawing into the most worth offering it now (its *want*). J1772 vehicles declare
+nothing, so unused current is found by measurement (DESIGN.md "Electrical rules": "a vehicle
+drawing well under its offer is lowered to near its draw, the difference goes to others, and
+it is probed upward again from time to time. A finished vehicle (state C, near 0 A) gives its
+share back without being unplugged"; the guide, "Power Sharing": "rediverts the available
+power ... to the remaining actively charging vehicles").
+
+Rules (numbers in `DemandSettings`, each with its reason):
+
+* Lowering: in state C with an offer, a draw under ``offer - max(low_margin_a,
+  low_fraction x offer)`` for ``low_window_s`` lowers the want to the highest draw seen in
+  that window plus ``headroom_a`` (never under the port's minimum). The window restarts when
+  the offer rises, so a vehicle always gets a full window to take a larger offer.
+* Probing: a lowered vehicle is given its full want back at once when it draws within
+  ``near_a`` of its (lowered) offer, and every ``probe_interval_s`` anyway.
+* Finished: in state C with an offer, a draw under ``finished_a`` for ``finished_window_s``
+  marks the vehicle finished: its want falls to the port's minimum, so it can resume at any
+  moment; when it draws ``finished_a`` or more again it is an ordinary lowered vehicle (and
+  is probed upward as soon as it takes its minimum).
+* A stale or absent meter (None) counts as drawing the full effective offer, never 0: it
+  never lowers a vehicle or marks it finished, and it ends a lowering (probe).
+* Nothing is learned in state B or while the offer is 0 (paused): drawing nothing then says
+  nothing about the vehicle. Leaving state C forgets what was learned; the vehicle starts
+  again from its cap when it asks next.
+* Timing: `DemandTracker.observe` judges a reading against the offer the vehicle has been
+  seeing (the one sent before); `DemandTracker.arm`, after each decision, starts the windows
+  from the moment a new offer went out, so that `DemandTracker.deadline` is exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+__all__ = ["DemandSettings", "DemandTracker"]
+
+
+@dataclass(frozen=True, slots=True)
+class DemandSettings:
+    """Thresholds and windows of demand learning (defaults and reasons in `ControlSettings`)."""
+
+    low_margin_a: float = 2.0
+    low_fraction: float = 0.15
+    low_window_s: float = 60.0
+    headroom_a: float = 1.0
+    near_a: float = 0.5
+    probe_interval_s: float = 600.0
+    finished_a: float = 1.0
+    finished_window_s: float = 120.0
+    react_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.near_a >= self.headroom_a:
+            # Lowered to draw + headroom, a steady vehicle must not look "near its offer",
+            # or it would be probed back up on the next tick (flapping).
+            raise ValueError("near_a must be smaller than headroom_a")
+        for name in (
+            "low_margin_a",
+            "low_fraction",
+            "low_window_s",
+            "headroom_a",
+            "near_a",
+            "probe_interval_s",
+            "finished_a",
+            "finished_window_s",
+            "react_s",
+        ):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name} must be >= 0")
+
+
+def _ceil_dA(amps: float) -> float:
+    # Round a learned want up to the pilot's 0.1 A grid: generous to the vehicle.
+    return math.ceil(amps * 10.0 - 1e-6) / 10.0
+
+
+@dataclass(slots=True)
+class DemandTracker:
+    """What has been learned about the vehicle on one port during its session."""
+
+    settings: DemandSettings
+    learned_a: float | None = None  # the lowered want; None: not lowered (want = cap)
+    finished: bool = False
+    low_since: float | None = None
+    low_peak: float = 0.0
+    zero_since: float | None = None
+    next_probe: float | None = None
+    last_offer: float = 0.0
+    react_at: float | None = None  # a judgement against the offer just sent is due then
+
+    @property
+    def reason(self) -> str | None:
+        """Why the want is under the cap: ``"finished"``, ``"demand"``, or None."""
+        if self.finished:
+            return "finished"
+        return None if self.learned_a is None else "demand"
+
+    def want(self, cap_a: float, min_a: float) -> float:
+        """The most worth offering: the cap, or the learned draw; never under the minimum."""
+        if self.learned_a is None:
+            return cap_a
+        return min(cap_a, max(min_a, self.learned_a))
+
+    def observe(
+        self,
+        now: float,
+        *,
+        requesting: bool,
+        metered: float | None,
+        offer: float,
+        effective: float,
+        min_a: float,
+    ) -> None:
+        """Learn from one tick: ``offer`` is what the vehicle has been seeing (the offer sent
+        on the previous tick), ``effective`` its effective offer, ``metered`` its draw."""
+        s = self.settings
+        self.react_at = None
+        if not requesting or offer <= 0.0:
+            self.low_since = None
+            self.zero_since = None
+            if not requesting:
+                self.learned_a = None
+                self.finished = False
+                self.next_probe = None
+            self.last_offer = offer
+            return
+
+        drawn = effective if metered is None else metered  # stale: full offer, never 0
+        if offer > self.last_offer:
+            self.low_since = None  # a fresh window to take the larger offer
+        self.last_offer = offer
+
+        # Finished: ~0 A in C for a while.
+        if drawn < s.finished_a:
+            if self.zero_since is None:
+                self.zero_since = now
+            if not self.finished and now - self.zero_since >= s.finished_window_s:
+                self.finished = True
+                self.learned_a = min_a
+                self.next_probe = None
+                self.low_since = None
+        else:
+            self.zero_since = None
+            if self.finished:
+                # It draws again: an ordinary lowered vehicle, probed when it takes its offer.
+                self.finished = False
+                self.next_probe = now + s.probe_interval_s
+        if self.finished:
+            return
+
+        if self.learned_a is not None:
+            near = drawn >= min(offer, self.learned_a) - s.near_a
+            due = self.next_probe is not None and now >= self.next_probe
+            if near or due:
+                self._probe()
+                return
+
+        threshold = offer - max(s.low_margin_a, s.low_fraction * offer)
+        if drawn < threshold:
+            if self.low_since is None:
+                self.low_since = now
+                self.low_peak = drawn
+            else:
+                self.low_peak = max(self.low_peak, drawn)
+            if now - self.low_since >= s.low_window_s:
+                lowered = _ceil_dA(max(min_a, self.low_peak + s.headroom_a))
+                if self.learned_a is None or lowered < self.learned_a:
+                    self.learned_a = lowered
+                self.next_probe = now + s.probe_interval_s
+                self.low_since = None
+        else:
+            self.low_since = None
+
+    def arm(
+        self,
+        now: float,
+        *,
+        requesting: bool,
+        metered: float | None,
+        offer: float,
+        effective: float,
+        min_a: float,
+    ) -> None:
+        """Start (or stop) the windows for the offer just sent, without acting on them.
+
+        Called after a decision with the new ``offer``: a window then runs from the moment the
+        offer went out, not from whenever the next reading happens to come, so the deadline a
+        virtual-time runner skips to is exact. If the same reading judged against the new
+        offer would change the want at once (a stale meter counts as drawing the whole offer,
+        so a finished or lowered vehicle given an offer is probed), that is due ``react_s``
+        later: the vehicle is judged against an offer only once it has seen it.
+        """
+        trial = copy.copy(self)
+        trial.observe(
+            now,
+            requesting=requesting,
+            metered=metered,
+            offer=offer,
+            effective=effective,
+            min_a=min_a,
+        )
+        self.low_since = trial.low_since
+        self.low_peak = trial.low_peak
+        self.zero_since = trial.zero_since
+        self.last_offer = trial.last_offer
+        acts = (trial.learned_a, trial.finished) != (self.learned_a, self.finished)
+        self.react_at = now + self.settings.react_s if acts else None
+
+    def _probe(self) -> None:
+        self.learned_a = None
+        self.next_probe = None
+        self.low_since = None
+
+    def deadline(self) -> float | None:
+        """The next time this tracker would change its mind with unchanged readings."""
+        s = self.settings
+        times: list[float] = []
+        if self.low_since is not None:
+            times.append(self.low_since + s.low_window_s)
+        if self.zero_since is not None and not self.finished:
+            times.append(self.zero_since + s.finished_window_s)
+        if self.learned_a is not None and self.next_probe is not None and not self.finished:
+            times.append(self.next_probe)
+        if self.react_at is not None:
+            times.append(self.react_at)
+        return min(times) if times else None
