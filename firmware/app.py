@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 from controller.core import Controller, ControlSettings
 from controller.limits import LimitTree
 from firmware.config import StationConfig
@@ -13,9 +17,11 @@ from hal.interfaces import Hardware, Meter
 BUILTIN_METER = "sim://"
 
 
-def control_settings(config: StationConfig) -> ControlSettings:
-    """The controller's settings: defaults, overridden by the config's ``control:`` block."""
-    return ControlSettings(**config.control) if config.control else ControlSettings()
+def control_settings(values: Mapping[str, float]) -> ControlSettings:
+    """The controller's settings: defaults, overridden by a config's ``control:`` block (its
+    keys and types were checked against ControlSettings when the file was loaded)."""
+    overrides: dict[str, Any] = dict(values)
+    return dataclasses.replace(ControlSettings(), **overrides)
 
 
 def open_station_hardware(config: StationConfig) -> Hardware:
@@ -35,7 +41,7 @@ def build_station(config: StationConfig, hardware: Hardware | None = None) -> St
     meters: list[Meter] = []
     for url, port_hw in zip(config.meter_urls, hw.ports, strict=True):
         meters.append(port_hw.meter if url == BUILTIN_METER else registry.open_meter(url))
-    controller = Controller(LimitTree.from_spec(config.site), control_settings(config))
+    controller = Controller(LimitTree.from_spec(config.site), control_settings(config.control))
     return Station(
         config.site,
         hw,

@@ -71,7 +71,8 @@ really acts, so a runner that jumps to it always makes progress.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
+from typing import Any
 
 from hal.pilot import MAX_A, MIN_A, PilotState, amps_to_duty, duty_to_amps
 
@@ -211,6 +212,19 @@ class PortState:
 
 _CONNECTED = frozenset({Mode.B1, Mode.B2, Mode.C1, Mode.C2})
 _INVALID_PILOT: frozenset[PilotState | None] = frozenset({None, PilotState.E, PilotState.F})
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(PortState))
+
+
+def replace(state: PortState, **changes: Any) -> PortState:
+    """``dataclasses.replace`` for the hot path: every port steps on every tick, and most
+    changes a step asks for are already so, so an unchanged state is returned as it is."""
+    if all(getattr(state, name) == value for name, value in changes.items()):
+        return state
+    values = {name: getattr(state, name) for name in _STATE_FIELDS}
+    values.update(changes)
+    return PortState(**values)
 
 
 def initial_state(now: float) -> PortState:

@@ -13,12 +13,23 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from controller.core import Controller
 from controller.model import Decision, PortObservation, SiteSpec
 from firmware import port as pm
 from hal.interfaces import Hardware, Meter, PortHardware
 from hal.pilot import PilotError, PilotState, diode_ok, state_from_high_voltage
+
+
+class Allocator(Protocol):
+    """What the loop needs of the controller (``controller.core.Controller`` in the product;
+    the benchmark's baselines implement it too, to run through the same loop)."""
+
+    def update(
+        self, now: float, observations: Mapping[str, PortObservation], *, link_up: bool = True
+    ) -> Decision: ...
+
+    def next_deadline(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +68,7 @@ class Station:
         self,
         site: SiteSpec,
         hardware: Hardware,
-        controller: Controller,
+        controller: Allocator,
         *,
         jumper: bool,
         port_config: pm.PortConfig | None = None,

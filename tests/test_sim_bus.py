@@ -186,7 +186,7 @@ def test_history_records_each_change_once() -> None:
     bus.advance(10.0)
     bus.advance(20.0)
     hist = bus.history("1")
-    assert [h.ev_state for h in hist][0] == "B" and "C" in [h.ev_state for h in hist]
+    assert hist[0].ev_state == "B" and "C" in [h.ev_state for h in hist]
     assert hist[-1].amps == pytest.approx(30.0) and hist[-1].contactor
     assert len(hist) == len({(h.pilot, h.duty_pct, h.contactor, h.amps, h.ev_state) for h in hist})
 

@@ -50,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a station or site config")
     check.add_argument("file")
 
+    sim = sub.add_parser("sim", help="run a scenario in virtual time through the firmware loop")
+    sim.add_argument("scenario")
+    sim.add_argument("--out", help="directory for the trace (ports.csv, limits.csv, summary.json)")
+    sim.add_argument("--plot", help="write a PNG of currents and limits over time")
+    sim.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sim.add_argument(
+        "--for", dest="duration", type=_duration, help="simulate only the first part of it"
+    )
+
     alloc = sub.add_parser("allocate", help="one allocation of a site in a given state, as JSON")
     alloc.add_argument("site")
     alloc.add_argument("state")
@@ -66,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tools.config_cmd import config_check
 
         return config_check(args.file)
+    if args.command == "sim":
+        from tools.sim_cmd import sim_command
+
+        return sim_command(args.scenario, args.out, args.plot, args.json, args.duration)
     if args.command == "allocate":
         from tools.allocate_cmd import allocate_command
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -147,7 +148,9 @@ class SimEv:
                     times.append(now + to_taper)
             else:
                 if self._taper_at is None or self._taper_at <= now:
-                    self._taper_at = now + TAPER_UPDATE_S
+                    # On a shared grid, so that a hundred tapering cars do not each need a
+                    # tick of their own (the update period is a model choice, not physics).
+                    self._taper_at = (math.floor(now / TAPER_UPDATE_S) + 1) * TAPER_UPDATE_S
                 times.append(self._taper_at)
         return min(times) if times else None
 
