@@ -7,7 +7,7 @@ import pytest
 from hal.interfaces import Hardware
 from hal.pilot import amps_to_duty
 from hal.sim.bus import SimBus
-from hal.sim.ev import HANDSHAKE_S, EvSpec
+from hal.sim.ev import HANDSHAKE_S, EvSpec, SimEv
 
 
 def _bus(**ev: object) -> SimBus:
@@ -213,3 +213,15 @@ def test_bad_inputs_are_refused() -> None:
         bus.schedule(EvSpec(port="9"))
     with pytest.raises(ValueError, match="unknown fault"):
         bus.inject("1", "lightning")
+
+
+@pytest.mark.parametrize("soc", [0.8 - 1e-13, 0.9 - 1e-13])
+def test_time_keeps_advancing_next_to_a_soc_threshold(soc: float) -> None:
+    """Late in a long run a time-to-threshold can fall below the clock's resolution; the EV
+    must treat such a threshold as reached rather than stall virtual time (found in a 24 h
+    100-port run)."""
+    ev = SimEv(EvSpec(port="1", soc=soc, target_soc=0.9), 208.0)
+    ev.in_c, ev.draw_a = True, 30.0
+    now = 86_000.0
+    t = ev.next_change(now)
+    assert t is None or t > now

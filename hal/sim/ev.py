@@ -40,6 +40,10 @@ TAPER_FLOOR = 0.1
 CHARGE_EFFICIENCY = 0.9
 # An EV's battery management re-evaluates its current this often while tapering.
 TAPER_UPDATE_S = 30.0
+# State of charge closer than this to a threshold counts as reached. Without it a time-to-
+# threshold can become smaller than the clock's resolution late in a long run, and the
+# simulated time would stop advancing.
+SOC_EPSILON = 1e-9
 # Time from seeing PWM to closing S2 (B -> C); J1772 leaves it to the vehicle, cars take ~1 s.
 HANDSHAKE_S = 1.0
 
@@ -68,7 +72,7 @@ class SimEv:
 
     @property
     def wants_energy(self) -> bool:
-        return self.soc < self.spec.target_soc - 1e-9
+        return self.soc < self.spec.target_soc - SOC_EPSILON
 
     def charger_limit_a(self) -> float:
         """The on-board charger's limit at the present state of charge (taper near full)."""
@@ -101,7 +105,7 @@ class SimEv:
 
     def seconds_to_soc(self, soc: float) -> float | None:
         """How long at the present draw until the battery reaches ``soc``."""
-        if self.draw_a <= 0.0 or self.soc >= soc:
+        if self.draw_a <= 0.0 or self.soc >= soc - SOC_EPSILON:
             return None
         wh = (soc - self.soc) * self.spec.battery_kwh * 1000.0 / CHARGE_EFFICIENCY
         return wh * 3600.0 / self.power_w
@@ -142,7 +146,7 @@ class SimEv:
         if full is not None:
             times.append(now + full)
         if self.draw_a > 0.0:
-            if self.soc < TAPER_START_SOC:
+            if self.soc < TAPER_START_SOC - SOC_EPSILON:
                 to_taper = self.seconds_to_soc(TAPER_START_SOC)
                 if to_taper is not None:
                     times.append(now + to_taper)
