@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from hal.interfaces import Hardware
@@ -215,7 +217,7 @@ def test_bad_inputs_are_refused() -> None:
         bus.inject("1", "lightning")
 
 
-@pytest.mark.parametrize("soc", [0.8 - 1e-13, 0.9 - 1e-13])
+@pytest.mark.parametrize("soc", [math.nextafter(0.8, 0.0), math.nextafter(0.9, 0.0)])
 def test_time_keeps_advancing_next_to_a_soc_threshold(soc: float) -> None:
     """Late in a long run a time-to-threshold can fall below the clock's resolution; the EV
     must treat such a threshold as reached rather than stall virtual time (found in a 24 h
