@@ -23,6 +23,10 @@ from hal.sim.ev import EvSpec, SimEv
 # Pilot plateau voltages the EVSE's sense circuit sees (SAE J1772 Table 3 nominal values).
 _V_A, _V_B, _V_C, _V_E, _V_F = 12.0, 9.0, 6.0, 0.0, -12.0
 
+# More events than this at one instant means a model is stuck (a plug, a handshake, a lag
+# and a target for every port of a big site are far fewer).
+_MAX_EVENTS_AT_ONE_INSTANT = 10_000
+
 FAULT_KINDS = ("weld", "gfci", "diode", "ground", "overdraw", "meter", "short")
 
 
@@ -248,10 +252,16 @@ class SimBus:
         if now < self.now:
             raise ValueError(f"time went backwards: {now} < {self.now}")
         self._react_to_commands()
+        stuck = 0
         while True:
             due = self._next_due()
             if due is None or due > now:
                 break
+            # Events due at the present instant must resolve in a few rounds; a model whose
+            # next event never moves past the clock would hang a run, so fail loudly instead.
+            stuck = stuck + 1 if due <= self.now else 0
+            if stuck > _MAX_EVENTS_AT_ONE_INSTANT:
+                raise RuntimeError(f"simulated bus makes no progress at t={self.now}")
             self._integrate_to(due)
             self._fire(due)
         self._integrate_to(now)
