@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from baselines import NaiveReallocator, StaticSplit  # noqa: E402
 
 from controller.model import GroupSpec, Phases, Policy, PortSpec, SiteSpec  # noqa: E402
-from firmware.config import load_station  # noqa: E402
+from firmware.config import load_site, load_station  # noqa: E402
 from firmware.port import PortConfig  # noqa: E402
 from hal.sim.ev import EvSpec  # noqa: E402
 from tools.scenario import Scenario  # noqa: E402
@@ -106,6 +106,23 @@ def site_scenario(seed: int) -> Scenario:
     )
 
 
+def circuit_scenario(seed: int) -> Scenario:
+    """The guide's ten ports on one 100 A circuit, through a randomized day."""
+    site = load_site(ROOT / "configs" / "sites" / "ten-ports-100a.yaml")
+    return Scenario(
+        path="<bench>",
+        name=f"ten-ports-day-{seed}",
+        site=site,
+        jumper=False,
+        port_config=PortConfig(),
+        control={},
+        duration_s=DAY_S,
+        evs=random_day([p.id for p in site.ports], seed, 3),
+        seed=seed,
+        voltages={p.id: p.voltage_v for p in site.ports},
+    )
+
+
 def baseline(kind: str) -> ControllerFactory:
     if kind == "static":
         return lambda tree, _s: StaticSplit(tree)
@@ -140,12 +157,13 @@ def main() -> None:
             s = simulate(scenario, controller_factory=factory).summary
             cells.append(f"{name}: {s['utilization']:.4f} / {s['overshoot_as']:.1f}")
         print(f"    jumper day seed {seed}: " + "   ".join(cells))
-    scenario = site_scenario(21)
-    cells = []
-    for name, factory in controllers:
-        s = simulate(scenario, controller_factory=factory).summary
-        cells.append(f"{name}: {s['utilization']:.4f} / {s['overshoot_as']:.1f}")
-    print("    100-port site day seed 21: " + "   ".join(cells))
+    for seed in (21, 22):
+        scenario = circuit_scenario(seed)
+        cells = []
+        for name, factory in controllers:
+            s = simulate(scenario, controller_factory=factory).summary
+            cells.append(f"{name}: {s['utilization']:.4f} / {s['overshoot_as']:.1f}")
+        print(f"    ten ports on 100 A, day seed {seed}: " + "   ".join(cells))
 
 
 if __name__ == "__main__":

@@ -189,3 +189,26 @@ def test_bad_scenarios_fail_with_file_line_field(body: str, where: str, tmp_path
     assert "Traceback" not in proc.stderr
     assert str(path) + where in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_checker_fails_a_controller_that_does_not_sequence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The invariant checker is independent of the controller: the naive baseline of the
+    benchmark (new offers applied at once) breaches the safe-offer invariant, and the command
+    says so loudly with the tick and the limit."""
+    sys.path.insert(0, str(SCENARIOS.parent.parent / "bench"))
+    from baselines import NaiveReallocator
+
+    from tools.sim_cmd import sim_command
+
+    def naive(tree: Any, _scenario: Any) -> NaiveReallocator:
+        return NaiveReallocator(tree)
+
+    path = str(SCENARIOS / "jumper-two-cars.yaml")
+    result = simulate(load_scenario(path), duration_s=3600.0, controller_factory=naive)
+    assert result.breaches and result.breaches[0].kind == "invariant"
+    assert result.breaches[0].limit == "feed"
+    assert sim_command(path, None, None, False, 3600.0, controller_factory=naive) == 3
+    err = capsys.readouterr().err
+    assert "LIMIT BREACH" in err and "limit feed" in err and "t=" in err

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 
 from firmware.config import ConfigError
 from tools.scenario import load_scenario
-from tools.simulate import simulate, summary_json
+from tools.simulate import ControllerFactory, product_controller, simulate, summary_json
 
 # Show a progress bar only for runs that last long enough to wonder about (issue 4: > 1 s).
 PROGRESS_AFTER_S = 1.0
@@ -60,7 +60,10 @@ def sim_command(
     plot: str | None,
     as_json: bool,
     duration_s: float | None = None,
+    controller_factory: ControllerFactory = product_controller,
 ) -> int:
+    """Exit status: 0 done, 2 bad input, 3 a limit or the safe-offer invariant was breached
+    by a scenario that did not set out to (no non-compliant EV, no injected fault)."""
     err = Console(stderr=True, highlight=False)
     try:
         scenario = load_scenario(scenario_path)
@@ -83,6 +86,7 @@ def sim_command(
             trace_dir=None if out is None else Path(out),
             keep_series=plot is not None,
             progress=bar if err.is_terminal else None,
+            controller_factory=controller_factory,
         )
     finally:
         bar.close()
