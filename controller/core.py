@@ -101,6 +101,13 @@ class ControlSettings:
     # Probe a lowered vehicle every 10 min anyway (battery warm-up and cabin heating end,
     # taper is slow): it costs its neighbours at most one demand window per probe.
     probe_interval_s: float = 600.0
+    # A probe is answered within the vehicle's 5 s follow time (DESIGN.md) plus its ramp:
+    # judge it after 15 s rather than a full demand window, since the neighbours pay for
+    # every second of a probe that the vehicle does not use.
+    probe_window_s: float = 15.0
+    # Each probe in a row that the vehicle does not take doubles the interval, up to 1 h: a
+    # car held back by its own charger all evening is not probed 6 times an hour.
+    probe_interval_max_s: float = 3600.0
     # "Finished" (the guide, "complete their charge"): in C and under 1 A, which is a
     # vehicle's standby draw (BMS, contactor coils), for 2 min (twice the demand window:
     # long enough to not mistake a pause in the charge profile for the end).
@@ -142,6 +149,8 @@ class ControlSettings:
             headroom_a=self.lowered_headroom_a,
             near_a=self.probe_near_a,
             probe_interval_s=self.probe_interval_s,
+            probe_window_s=self.probe_window_s,
+            probe_interval_max_s=self.probe_interval_max_s,
             finished_a=self.finished_a,
             finished_window_s=self.finished_window_s,
             react_s=self.react_s,

@@ -15,7 +15,9 @@ Rules (numbers in `DemandSettings`, each with its reason):
   that window plus ``headroom_a`` (never under the port's minimum). The window restarts when
   the offer rises, so a vehicle always gets a full window to take a larger offer.
 * Probing: a lowered vehicle is given its full want back at once when it draws within
-  ``near_a`` of its (lowered) offer, and every ``probe_interval_s`` anyway.
+  ``near_a`` of its (lowered) offer, and every ``probe_interval_s`` anyway. A probe is judged
+  over ``probe_window_s`` (shorter than a demand window: the vehicle follows within 5 s);
+  each probe in a row it does not take doubles the interval, up to ``probe_interval_max_s``.
 * Finished: in state C with an offer, a draw under ``finished_a`` for ``finished_window_s``
   marks the vehicle finished: its want falls to the port's minimum, so it can resume at any
   moment; when it draws ``finished_a`` or more again it is an ordinary lowered vehicle (and
@@ -49,6 +51,8 @@ class DemandSettings:
     headroom_a: float = 1.0
     near_a: float = 0.5
     probe_interval_s: float = 600.0
+    probe_window_s: float = 15.0
+    probe_interval_max_s: float = 3600.0
     finished_a: float = 1.0
     finished_window_s: float = 120.0
     react_s: float = 1.0
@@ -65,6 +69,8 @@ class DemandSettings:
             "headroom_a",
             "near_a",
             "probe_interval_s",
+            "probe_window_s",
+            "probe_interval_max_s",
             "finished_a",
             "finished_window_s",
             "react_s",
@@ -91,6 +97,9 @@ class DemandTracker:
     next_probe: float | None = None
     last_offer: float = 0.0
     react_at: float | None = None  # a judgement against the offer just sent is due then
+    probing: bool = False  # given its full want back to see whether it takes more
+    probe_from: float = 0.0  # the lowered want the probe started from
+    failed_probes: int = 0  # probes in a row it did not take (the interval backs off)
 
     @property
     def reason(self) -> str | None:
@@ -126,6 +135,8 @@ class DemandTracker:
                 self.learned_a = None
                 self.finished = False
                 self.next_probe = None
+                self.probing = False
+                self.failed_probes = 0
             self.last_offer = offer
             return
 
@@ -166,14 +177,22 @@ class DemandTracker:
                 self.low_peak = drawn
             else:
                 self.low_peak = max(self.low_peak, drawn)
-            if now - self.low_since >= s.low_window_s:
+            if now - self.low_since >= self._window():
                 lowered = _ceil_dA(max(min_a, self.low_peak + s.headroom_a))
                 if self.learned_a is None or lowered < self.learned_a:
                     self.learned_a = lowered
-                self.next_probe = now + s.probe_interval_s
+                if self.probing:
+                    self.failed_probes += 1
+                    self.probing = False
+                backoff = s.probe_interval_s * 2.0 ** min(self.failed_probes, 16)
+                self.next_probe = now + min(s.probe_interval_max_s, backoff)
                 self.low_since = None
         else:
             self.low_since = None
+        if self.probing and drawn >= self.probe_from + s.near_a:
+            # It draws more than it was lowered to: the probe found demand.
+            self.probing = False
+            self.failed_probes = 0
 
     def arm(
         self,
@@ -205,22 +224,31 @@ class DemandTracker:
         )
         self.low_since = trial.low_since
         self.low_peak = trial.low_peak
+        self.probing = trial.probing
+        self.probe_from = trial.probe_from
+        self.failed_probes = trial.failed_probes
         self.zero_since = trial.zero_since
         self.last_offer = trial.last_offer
         acts = (trial.learned_a, trial.finished) != (self.learned_a, self.finished)
         self.react_at = now + self.settings.react_s if acts else None
 
     def _probe(self) -> None:
+        self.probe_from = self.learned_a if self.learned_a is not None else 0.0
         self.learned_a = None
         self.next_probe = None
         self.low_since = None
+        self.probing = True
+
+    def _window(self) -> float:
+        s = self.settings
+        return s.probe_window_s if self.probing else s.low_window_s
 
     def deadline(self) -> float | None:
         """The next time this tracker would change its mind with unchanged readings."""
         s = self.settings
         times: list[float] = []
         if self.low_since is not None:
-            times.append(self.low_since + s.low_window_s)
+            times.append(self.low_since + self._window())
         if self.zero_since is not None and not self.finished:
             times.append(self.zero_since + s.finished_window_s)
         if self.learned_a is not None and self.next_probe is not None and not self.finished:

@@ -209,3 +209,38 @@ def test_defaults_lower_to_the_draw_plus_1_a() -> None:
     assert d.want(CAP, MIN) == 11.0
     feed(d, 101, 101, metered=10.6, offer=11.0)
     assert d.want(CAP, MIN) == CAP
+
+
+def test_a_probe_is_judged_quickly_and_failed_probes_back_off() -> None:
+    d = tracker()
+    feed(d, 0, 60, metered=10.0, offer=16.0)  # lowered to 12 A, next probe at 660 s
+    assert d.want(CAP, MIN) == 12.0 and d.deadline() == 660.0
+    feed(d, 61, 660, metered=10.0, offer=12.0)  # the probe is due: the full want back
+    assert d.want(CAP, MIN) == CAP
+    # It still takes 10 A of a 16 A offer: lowered again after the short probe window
+    # (15 s, not the 60 s demand window), and the next probe waits twice as long.
+    t = feed(d, 661, 661 + 15, metered=10.0, offer=16.0)
+    assert d.want(CAP, MIN) == 12.0
+    assert d.deadline() == t + 1200.0
+    feed(d, t + 1, t + 1200, metered=10.0, offer=12.0)
+    t = feed(d, t + 1201, t + 1201 + 15, metered=10.0, offer=16.0)
+    assert d.deadline() == t + 2400.0
+    # Capped at the longest interval.
+    for _ in range(4):
+        feed(d, t + 1, d.deadline() or 0.0, metered=10.0, offer=12.0)
+        t = feed(d, (d.deadline() or 0.0) + 1, (d.deadline() or 0.0) + 16, metered=10.0, offer=16.0)
+    assert d.deadline() == t + 3600.0
+
+
+def test_a_probe_that_finds_demand_resets_the_backoff() -> None:
+    d = tracker()
+    feed(d, 0, 60, metered=10.0, offer=16.0)
+    feed(d, 61, 660, metered=10.0, offer=12.0)
+    t = feed(d, 661, 661 + 15, metered=10.0, offer=16.0)  # failed once: next in 1200 s
+    feed(d, t + 1, t + 1200, metered=10.0, offer=12.0)
+    # This time the car takes the larger offer (its battery warmed up): not lowered, and the
+    # next lowering is followed by the base interval again.
+    t = feed(d, t + 1201, t + 1300, metered=16.0, offer=16.0)
+    assert d.want(CAP, MIN) == CAP and not d.probing and d.failed_probes == 0
+    t = feed(d, t + 1, t + 61, metered=10.0, offer=16.0)
+    assert d.want(CAP, MIN) == 12.0 and d.deadline() == t + 600.0
