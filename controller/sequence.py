@@ -67,12 +67,14 @@ class _PortSeq:
     def confirm(self, metered: float | None, tolerance_a: float) -> None:
         """The meter shows the vehicle at or under its offer: older, higher offers stop counting.
 
-        What it draws above the offer (within the tolerance) still counts, so the effective
-        offer never falls below what is measured.
+        The meter may read low by up to its tolerance, so what the vehicle may really draw
+        (the reading plus the tolerance) still counts: the effective offer never falls below
+        what the vehicle could be drawing. A reading of exactly 0 A is no current at all (a
+        meter below its starting current reads 0; an open contactor carries nothing).
         """
         if metered is None or metered > self.offer + tolerance_a:
             return
-        floor = max(self.offer, metered)
+        floor = max(self.offer, metered + tolerance_a if metered > 0.0 else 0.0)
         self.superseded = [
             (t, min(a, floor)) for t, a in self.superseded if min(a, floor) > self.offer
         ]

@@ -83,16 +83,28 @@ def test_increase_gets_only_the_headroom_that_exists() -> None:
     assert r.offers == {"a": 16.0, "b": 16.0}  # the window passed
 
 
-def test_tolerance_confirms_but_what_is_measured_still_counts() -> None:
+def test_tolerance_confirms_but_what_may_be_drawn_still_counts() -> None:
+    """A confirming reading may be low by the meter's tolerance: the reading plus the
+    tolerance keeps counting (never less than the new offer) until the window passes."""
     tree = jumper()
     seq = Sequencer(window_s=5.0, tolerance_a=0.5)
     seq.step(0.0, tree, {"a": 30.0}, {}, MINS)
     r = seq.step(1.0, tree, {"a": 16.0}, {"a": 16.3}, MINS)
-    assert r.effective["a"] == pytest.approx(16.3)
+    assert r.effective["a"] == pytest.approx(16.8)
     r = seq.step(2.0, tree, {"a": 16.0}, {"a": 16.6}, MINS)  # outside the tolerance
-    assert r.effective["a"] == pytest.approx(16.3)
+    assert r.effective["a"] == pytest.approx(16.8)
     r = seq.step(3.0, tree, {"a": 16.0}, {"a": 15.0}, MINS)
     assert r.effective["a"] == 16.0
+    r = seq.step(6.1, tree, {"a": 16.0}, {"a": 16.3}, MINS)  # the window has passed
+    assert r.effective["a"] == 16.0
+
+
+def test_a_zero_reading_confirms_completely() -> None:
+    tree = jumper()
+    seq = Sequencer(window_s=5.0, tolerance_a=0.5)
+    seq.step(0.0, tree, {"a": 16.0}, {}, MINS)
+    r = seq.step(1.0, tree, {"a": 0.0}, {"a": 0.0}, MINS)
+    assert r.effective["a"] == 0.0
 
 
 def test_meter_above_the_new_offer_does_not_confirm() -> None:

@@ -32,9 +32,10 @@ from tools.scenario import Scenario
 
 # DESIGN.md "The safe-offer invariant": an EV may take up to 5 s to follow a lower offer.
 OFFER_WINDOW_S = 5.0
-# A meter "shows the EV came down" when it reads no more than the new offer plus this: the
-# sim meter's noise (0.05 A) and the pilot's 0.1 A quantisation, with margin.
-CAME_DOWN_TOLERANCE_A = 0.25
+# A meter "shows the EV came down" when it reads no more than the new offer plus its accuracy
+# (a class 1 meter, 0.5 A at these currents); the vehicle may then still draw up to the reading
+# plus that accuracy, which keeps counting until the 5 s have passed.
+CAME_DOWN_TOLERANCE_A = 0.5
 # Loads are floats summed over many ports: a breach must exceed the limit by more than this.
 LIMIT_EPSILON = 1e-6
 
@@ -95,7 +96,12 @@ class _EffectiveOffers:
         while window and window[0][0] <= t - OFFER_WINDOW_S:
             window.popleft()
         if metered is not None and metered <= offer + CAME_DOWN_TOLERANCE_A:
-            window.clear()  # the meter shows the vehicle has come down
+            # The meter shows the vehicle has come down: older offers count only up to what
+            # it may still be drawing.
+            ceiling = max(offer, metered + CAME_DOWN_TOLERANCE_A if metered > 0.0 else 0.0)
+            clipped = [(t, min(o, ceiling)) for t, o in window if min(o, ceiling) > offer]
+            window.clear()
+            window.extend(clipped)
         return max([offer, *(o for _, o in window)])
 
 
