@@ -13,6 +13,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -56,19 +57,32 @@ def random_day(ports: list[str], seed: int, visits_per_port: int) -> tuple[EvSpe
     return tuple(evs)
 
 
-def jumper_scenario(seed: int) -> Scenario:
-    station = load_station(ROOT / "configs" / "ct4000-jumper.yaml")
+def day_scenario(name: str, site: SiteSpec, seed: int, visits: int, **station: Any) -> Scenario:
+    """A randomized day on ``site`` (a station's sharing tree or a whole site)."""
     return Scenario(
         path="<bench>",
-        name=f"jumper-day-{seed}",
-        site=station.site,
+        name=name,
+        site=site,
+        jumper=station.get("jumper", False),
+        port_config=station.get("port_config", PortConfig()),
+        control=station.get("control", {}),
+        duration_s=DAY_S,
+        evs=random_day([p.id for p in site.ports], seed, visits),
+        seed=seed,
+        voltages={p.id: p.voltage_v for p in site.ports},
+    )
+
+
+def jumper_scenario(seed: int) -> Scenario:
+    station = load_station(ROOT / "configs" / "ct4000-jumper.yaml")
+    return day_scenario(
+        f"jumper-day-{seed}",
+        station.site,
+        seed,
+        4,
         jumper=True,
         port_config=station.port_config,
         control=station.control,
-        duration_s=DAY_S,
-        evs=random_day(["1", "2"], seed, 4),
-        seed=seed,
-        voltages={p.id: p.voltage_v for p in station.site.ports},
     )
 
 
@@ -90,37 +104,13 @@ def hundred_port_site() -> SiteSpec:
 
 
 def site_scenario(seed: int) -> Scenario:
-    site = hundred_port_site()
-    ids = [p.id for p in site.ports]
-    return Scenario(
-        path="<bench>",
-        name=f"site-100-day-{seed}",
-        site=site,
-        jumper=False,
-        port_config=PortConfig(),
-        control={},
-        duration_s=DAY_S,
-        evs=random_day(ids, seed, 3),
-        seed=seed,
-        voltages={p.id: p.voltage_v for p in site.ports},
-    )
+    return day_scenario(f"site-100-day-{seed}", hundred_port_site(), seed, 3)
 
 
 def circuit_scenario(seed: int) -> Scenario:
     """The guide's ten ports on one 100 A circuit, through a randomized day."""
     site = load_site(ROOT / "configs" / "sites" / "ten-ports-100a.yaml")
-    return Scenario(
-        path="<bench>",
-        name=f"ten-ports-day-{seed}",
-        site=site,
-        jumper=False,
-        port_config=PortConfig(),
-        control={},
-        duration_s=DAY_S,
-        evs=random_day([p.id for p in site.ports], seed, 3),
-        seed=seed,
-        voltages={p.id: p.voltage_v for p in site.ports},
-    )
+    return day_scenario(f"ten-ports-day-{seed}", site, seed, 3)
 
 
 def baseline(kind: str) -> ControllerFactory:
