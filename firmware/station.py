@@ -17,7 +17,7 @@ from typing import Protocol
 
 from controller.model import Decision, PortObservation, SiteSpec
 from firmware import port as pm
-from hal.interfaces import Hardware, Meter, PortHardware
+from hal.interfaces import Hardware, Meter, MeterReading, PortHardware
 from hal.pilot import PilotError, PilotState, diode_ok, state_from_high_voltage
 
 
@@ -95,6 +95,7 @@ class Station:
             self.port_ids
         )
         self._resets: set[str] = set()
+        self._readings: dict[str, MeterReading | None] = dict.fromkeys(self.port_ids)
         self.link_up = True
         self.last: Snapshot | None = None
 
@@ -207,6 +208,7 @@ class Station:
             pilot = None  # outside every band: the port machine treats it as an error
         diode = None if sample.low_v is None else diode_ok(sample.low_v)
         reading = self._meters[pid].latest()
+        self._readings[pid] = reading
         metered: float | None = None
         if reading is not None and now - reading.timestamp <= self.port_config.meter_stale_s:
             metered = reading.max_amps
@@ -249,7 +251,7 @@ class Station:
         self, pid: str, inputs: pm.PortInputs, decision: Decision, commands: pm.PortCommands
     ) -> PortView:
         state = self._states[pid]
-        reading = self._meters[pid].latest()
+        reading = self._readings[pid]  # the one this tick read: the meter is asked once
         return PortView(
             id=pid,
             mode=state.mode,

@@ -126,6 +126,7 @@ class _Recorder:
         self.t_prev: float | None = None
         self.power_w = dict.fromkeys(self.ports, 0.0)
         self.draw = dict.fromkeys(self.ports, 0.0)
+        self.loads: dict[str, float] = tree.loads(self.draw)
         self.limits: dict[str, float] = dict(tree.limits())
         self.ideal_w = 0.0
         self.energy_wh = dict.fromkeys(self.ports, 0.0)
@@ -222,7 +223,8 @@ class _Recorder:
                         view.binding,
                     ]
                 )
-        loads = self.tree.loads(self.draw)
+        # The loads of this tick's draws hold until the next tick (_integrate uses them).
+        loads = self.loads = self.tree.loads(self.draw)
         eff_loads = self.tree.loads(effective)
         for lid in self.limit_ids:
             limit = self.limits.get(lid, float("inf"))
@@ -239,10 +241,10 @@ class _Recorder:
         if self.series is not None:
             s = self.series
             s.t.append(t)
-            for pid in self.ports:
+            for view in snap.ports:
+                pid = view.id
                 s.drawn.setdefault(pid, []).append(self.draw[pid])
-                offer = next(v.offer_a for v in snap.ports if v.id == pid)
-                s.offer.setdefault(pid, []).append(offer)
+                s.offer.setdefault(pid, []).append(view.offer_a)
                 s.paused.setdefault(pid, []).append(self.paused_now[pid])
             for lid in self.limit_ids:
                 s.load.setdefault(lid, []).append(loads[lid])
@@ -256,9 +258,8 @@ class _Recorder:
             if self.paused_now[pid]:
                 self.paused_s[pid] += dt
         self.ideal_wh += self.ideal_w * dt / 3600.0
-        loads = self.tree.loads(self.draw)
         for lid in self.limit_ids:
-            over = loads[lid] - self.limits.get(lid, float("inf"))
+            over = self.loads[lid] - self.limits.get(lid, float("inf"))
             if over > LIMIT_EPSILON:
                 self.overshoot[lid] += over * dt
 
