@@ -11,6 +11,7 @@ from controller.limits import LimitTree
 from firmware.config import StationConfig
 from firmware.station import Station
 from hal import registry
+from hal.clock import StationClock
 from hal.interfaces import Hardware, Meter
 
 # A per-port meter URL that means "the meter the hardware backend itself provides".
@@ -35,12 +36,18 @@ def open_station_hardware(config: StationConfig) -> Hardware:
     )
 
 
-def build_station(config: StationConfig, hardware: Hardware | None = None) -> Station:
-    """A ready station: the given hardware, or the one the config names."""
+def build_station(
+    config: StationConfig, hardware: Hardware | None = None, clock: StationClock | None = None
+) -> Station:
+    """A ready station: the given hardware, or the one the config names. ``clock`` is the
+    real-time runner's (meters with polling tasks stamp their readings with it)."""
     hw = hardware if hardware is not None else open_station_hardware(config)
+    clock = clock if clock is not None else StationClock()
     meters: list[Meter] = []
     for url, port_hw in zip(config.meter_urls, hw.ports, strict=True):
-        meters.append(port_hw.meter if url == BUILTIN_METER else registry.open_meter(url))
+        meters.append(
+            port_hw.meter if url == BUILTIN_METER else registry.open_meter(url, clock=clock)
+        )
     controller = Controller(LimitTree.from_spec(config.site), control_settings(config.control))
     return Station(
         config.site,

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from firmware.station import Snapshot, Station
+from hal.clock import StationClock
+from hal.interfaces import Service
 
 # The station loop's period on real hardware. The contactor must open within 100 ms of the
 # pilot leaving C (J1772, DESIGN.md), so a tick must come at least that often.
@@ -76,7 +78,11 @@ class VirtualRunner:
 
 
 class RealtimeRunner:
-    """Drives a station on the event loop's clock, optionally sped up (simulated hardware)."""
+    """Drives a station on a ``StationClock``, optionally sped up (simulated hardware).
+
+    The clock is shared with the station's services (meters stamp their readings with it); a
+    runner made without one makes its own.
+    """
 
     def __init__(
         self,
@@ -84,14 +90,18 @@ class RealtimeRunner:
         *,
         period_s: float = REALTIME_PERIOD_S,
         speed: float = 1.0,
+        clock: StationClock | None = None,
     ) -> None:
         if not period_s > 0.0 or period_s > 0.1:
             raise ValueError("the loop period must be in (0, 0.1] s (contactor opens in 100 ms)")
         if not speed > 0.0:
             raise ValueError("speed must be > 0")
+        if clock is not None and clock.speed != speed:
+            raise ValueError(f"the clock runs at {clock.speed}x, the runner at {speed}x")
         self.station = station
         self.period_s = period_s
         self.speed = speed
+        self.clock = clock if clock is not None else StationClock(speed)
         self.stop_event = asyncio.Event()
 
     def stop(self) -> None:
@@ -101,11 +111,16 @@ class RealtimeRunner:
         """Tick until ``until`` (station seconds) or ``stop()``; always leaves the ports safe."""
         loop = asyncio.get_running_loop()
         hardware = self.station.hardware
+        clock = self.clock
+        started: list[Service] = []
         await hardware.start()
         try:
-            t0 = loop.time()
+            for service in self.station.services:
+                await service.start()
+                started.append(service)
+            clock.start()
             while True:
-                now = (loop.time() - t0) * self.speed
+                now = clock()
                 if until is not None:
                     now = min(now, until)
                 snap = self.station.step(now)
@@ -119,7 +134,7 @@ class RealtimeRunner:
                 for t in (self.station.next_deadline(), hardware.next_change(now), until):
                     if t is not None and now < t < nxt:
                         nxt = t
-                delay = max(0.0, (t0 + nxt / self.speed) - loop.time())
+                delay = max(0.0, clock.monotonic_at(nxt) - loop.time())
                 try:
                     await asyncio.wait_for(self.stop_event.wait(), timeout=delay)
                     return
@@ -127,3 +142,5 @@ class RealtimeRunner:
                     pass
         finally:
             await self.station.shutdown()
+            for service in reversed(started):
+                await service.stop()

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from controller.model import Decision, PortObservation, SiteSpec
 from firmware import port as pm
-from hal.interfaces import Hardware, Meter, MeterReading, PortHardware
+from hal.interfaces import Hardware, Meter, MeterReading, PortHardware, Service
 from hal.pilot import PilotError, PilotState, diode_ok, state_from_high_voltage
 
 
@@ -96,6 +96,12 @@ class Station:
         )
         self._resets: set[str] = set()
         self._readings: dict[str, MeterReading | None] = dict.fromkeys(self.port_ids)
+        # What the real-time runner starts after the hardware and stops after it: meters with
+        # polling tasks of their own, and anything else added here (a meter server, a link).
+        self.services: list[Service] = []
+        for meter in self._meters.values():
+            if isinstance(meter, Service) and all(meter is not s for s in self.services):
+                self.services.append(meter)
         self.link_up = True
         self.last: Snapshot | None = None
 

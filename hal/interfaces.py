@@ -111,6 +111,21 @@ class Meter(Protocol):
         ...
 
 
+@runtime_checkable
+class Service(Protocol):
+    """A backend object with background work of its own: a polling Modbus meter, a serial
+    link, a simulated meter server. The real-time runner starts every service of a station
+    after its hardware and stops them after the ports are safe; in virtual time nothing is
+    started (simulated objects compute their state when asked)."""
+
+    async def start(self) -> None:
+        """Open the device or connection and start the background tasks. Must not block for
+        long: a peer that is not there yet is retried in the background, not waited for."""
+
+    async def stop(self) -> None:
+        """Stop the background tasks and release the device."""
+
+
 @dataclass(frozen=True, slots=True)
 class PortHardware:
     """Everything the station loop touches for one port."""

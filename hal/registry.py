@@ -18,8 +18,12 @@ from hal.interfaces import Hardware, Meter
 # scheme -> "module:function". A function receives (url, **context) and returns the object.
 HARDWARE_BACKENDS: dict[str, str] = {
     "sim": "hal.sim.bus:open_hardware",
+    "serial": "hal.serial.backend:open_hardware",
 }
-METER_BACKENDS: dict[str, str] = {}
+METER_BACKENDS: dict[str, str] = {
+    "modbus-tcp": "hal.modbus.meter:open_meter",
+    "modbus-rtu": "hal.modbus.meter:open_meter",
+}
 
 
 class BackendError(ValueError):

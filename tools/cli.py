@@ -62,6 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     alloc = sub.add_parser("allocate", help="one allocation of a site in a given state, as JSON")
     alloc.add_argument("site")
     alloc.add_argument("state")
+
+    # Commands of the field-bus backends. Each module adds its own parser and sets ``run``;
+    # none imports its bus library (pymodbus, pyserial, aiomqtt) until the command runs.
+    from tools import board_sim_cmd, coordinator_cmd, meter_cmd
+
+    meter_cmd.register(sub)
+    board_sim_cmd.register(sub)
+    coordinator_cmd.register(sub)
     return parser
 
 
@@ -83,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tools.allocate_cmd import allocate_command
 
         return allocate_command(args.site, args.state)
+    run_fn = getattr(args, "run", None)
+    if run_fn is not None:
+        return int(run_fn(args))
     raise AssertionError(args.command)  # argparse refuses unknown commands
 
 

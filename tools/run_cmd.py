@@ -11,6 +11,7 @@ from rich.console import Console
 from firmware.config import ConfigError, load_station
 from firmware.runner import RealtimeRunner
 from firmware.station import Snapshot
+from hal.clock import StationClock
 from hal.registry import BackendError, scheme_of
 from hal.sim.bus import SimBus
 from tools.live import LiveView, render
@@ -50,7 +51,8 @@ def run_command(config_path: str, duration: float | None, speed: float, *, live:
             return 2
         from firmware.app import build_station
 
-        station = build_station(config)
+        clock = StationClock(speed)
+        station = build_station(config, clock=clock)
     except (BackendError, ValueError) as exc:
         print(f"ampshare: {config_path}: {exc}", file=sys.stderr)
         return 2
@@ -66,7 +68,7 @@ def run_command(config_path: str, duration: float | None, speed: float, *, live:
     if not console.is_terminal:
         console = Console(highlight=False, width=132)  # log files: no 80-column truncation
     title = f"ampshare {config.id} ({config.model}{', jumper' if config.jumper else ''})"
-    runner = RealtimeRunner(station, speed=speed)
+    runner = RealtimeRunner(station, speed=speed, clock=clock)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,15 @@
+"""ampshare board-sim: a simulated pilot/contactor board on a pseudo-terminal (issue 6)"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add this command's parser to the ampshare subparsers (sets run)."""
+    del sub  # not built yet
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError

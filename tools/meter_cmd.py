@@ -1,0 +1,15 @@
+"""ampshare meter probe|serve: read a Modbus meter once; serve a simulated one (issue 5)"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add this command's parser to the ampshare subparsers (sets run)."""
+    del sub  # not built yet
+
+
+def run(args: argparse.Namespace) -> int:
+    raise NotImplementedError
