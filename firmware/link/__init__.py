@@ -1,0 +1,1 @@
+"""The station <-> coordinator link: messages, the station's side, the coordinator, transports."""
