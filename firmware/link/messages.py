@@ -44,6 +44,10 @@ class PortTelemetry:
     requesting: bool  # state C: the vehicle asks for current
     session_start: float | None  # station clock seconds; orders sessions for fcfs / rotation
     fault: str | None = None
+    # The most this port may be offered now (the remote limit in force, or its fallback
+    # level); optional, added for the coordinator's bookkeeping (a restarted coordinator
+    # learns what each station may offer before it sends anything).
+    limit_a: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,9 @@ class Telemetry:
     status: str  # one of STATION_STATUSES
     ports: Mapping[str, PortTelemetry]
     v: int = SCHEMA_VERSION
+    # ``ts`` of the Limits message in force (the station's acknowledgement), None when it has
+    # none (fallback). Optional, added so the coordinator knows a decrease was applied.
+    limits_ts: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +100,12 @@ def encode_telemetry(msg: Telemetry) -> bytes:
             "requesting": p.requesting,
             "session_start": p.session_start,
             "fault": p.fault,
+            # Optional keys are written only when set, so older messages encode as before.
+            **({} if p.limit_a is None else {"limit_a": _round(p.limit_a)}),
         }
         for pid, p in msg.ports.items()
     }
-    doc = {
+    doc: dict[str, Any] = {
         "v": msg.v,
         "station": msg.station,
         "seq": msg.seq,
@@ -104,6 +113,8 @@ def encode_telemetry(msg: Telemetry) -> bytes:
         "status": msg.status,
         "ports": ports,
     }
+    if msg.limits_ts is not None:
+        doc["limits_ts"] = msg.limits_ts
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
@@ -129,7 +140,7 @@ def _round(x: float) -> float:
 
 def decode_telemetry(payload: bytes) -> Telemetry:
     doc = _document(payload)
-    _keys(doc, {"v", "station", "seq", "ts", "status", "ports"}, "telemetry")
+    _keys(doc, {"v", "station", "seq", "ts", "status", "ports"}, "telemetry", {"limits_ts"})
     status = _str(doc, "status")
     if status not in STATION_STATUSES:
         raise MessageError("schema", f"status {status!r} is not one of {STATION_STATUSES}")
@@ -145,7 +156,7 @@ def decode_telemetry(payload: bytes) -> Telemetry:
             raw,
             {"mode", "pilot", "offered_a", "drawn_a", "energy_wh", "connected", "requesting"},
             f"port {pid!r}",
-            optional={"session_start", "fault"},
+            optional={"session_start", "fault", "limit_a"},
         )
         ports[pid] = PortTelemetry(
             mode=_str(raw, "mode"),
@@ -157,6 +168,7 @@ def decode_telemetry(payload: bytes) -> Telemetry:
             requesting=_bool(raw, "requesting"),
             session_start=None if raw.get("session_start") is None else _num(raw, "session_start"),
             fault=_opt_str(raw, "fault"),
+            limit_a=None if raw.get("limit_a") is None else _amps(raw, "limit_a"),
         )
     return Telemetry(
         station=_id(_str(doc, "station"), "station"),
@@ -164,6 +176,7 @@ def decode_telemetry(payload: bytes) -> Telemetry:
         ts=_num(doc, "ts"),
         status=status,
         ports=ports,
+        limits_ts=None if doc.get("limits_ts") is None else _num(doc, "limits_ts"),
     )
 
 
