@@ -227,3 +227,19 @@ def test_time_keeps_advancing_next_to_a_soc_threshold(soc: float) -> None:
     now = 86_000.0
     t = ev.next_change(now)
     assert t is None or t > now
+
+
+def test_a_second_offer_change_does_not_postpone_following_the_first() -> None:
+    # J1772: the vehicle follows each change within its response time. 30 -> 20 A at t=0,
+    # 20 -> 10 A at t=3: with a 4.5 s response it draws 20 A from t=4.5 (not from t=7.5,
+    # which would exceed the highest offer of the last 5 s at t=5) and 10 A from t=7.5.
+    ev = SimEv(EvSpec(port="1", max_a=32.0, response_s=4.5), 240.0)
+    ev.in_c = True
+    ev.draw_a = 30.0
+    ev.react(0.0, True, 20.0, True)
+    ev.react(3.0, True, 10.0, True)
+    draws = []
+    for t in (4.4, 4.5, 7.4, 7.5):
+        ev.fire(t, True, 10.0, True)
+        draws.append(ev.draw_a)
+    assert draws == [30.0, 20.0, 20.0, 10.0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -63,7 +64,10 @@ class SimEv:
         self.draw_a = 0.0  # current drawn now (piecewise constant)
         self.overdraw_a = spec.overdraw_a
         self.paused_once = False  # saw PWM go off while asking (for vehicles that do not wake)
-        self._pending: tuple[float, float] | None = None  # (at, draw) a lagged change
+        # Lagged changes, (at, draw) in time order: the vehicle follows each offer change
+        # response_s after that change, so a second change does not postpone the first
+        # (J1772: follow within 5 s of every change; a delay line, not a restarted timer).
+        self._pending: deque[tuple[float, float]] = deque()
         self._c_at: float | None = None  # when S2 closes after a handshake
         self._b_at: float | None = None  # when S2 opens after PWM went off
         self._taper_at: float | None = None
@@ -128,20 +132,19 @@ class SimEv:
         if not energised:
             # The contactor is open: no current can flow, whatever the vehicle would like.
             self.draw_a = 0.0
-            self._pending = None if want == 0.0 else (now + self.spec.response_s, want)
+            self._pending.clear()
+            if want != 0.0:
+                self._pending.append((now + self.spec.response_s, want))
             return
-        if self._pending is not None and abs(self._pending[1] - want) < 1e-9:
-            return
-        if abs(want - self.draw_a) < 1e-9:
-            self._pending = None
-        else:
+        last = self._pending[-1][1] if self._pending else self.draw_a
+        if abs(last - want) >= 1e-9:
             # J1772: a vehicle follows a changed offer within its response time (<= 5 s).
-            self._pending = (now + self.spec.response_s, want)
+            self._pending.append((now + self.spec.response_s, want))
 
     def next_change(self, now: float) -> float | None:
         times = [t for t in (self._c_at, self._b_at) if t is not None]
-        if self._pending is not None:
-            times.append(self._pending[0])
+        if self._pending:
+            times.append(self._pending[0][0])
         full = self.seconds_to_soc(self.spec.target_soc)
         if full is not None:
             times.append(now + full)
@@ -168,10 +171,9 @@ class SimEv:
             self._b_at = None
             self.in_c = False
             self.draw_a = 0.0
-            self._pending = None
-        if self._pending is not None and self._pending[0] <= now + eps:
-            self.draw_a = self._pending[1] if energised else 0.0
-            self._pending = None
+            self._pending.clear()
+        while self._pending and self._pending[0][0] <= now + eps:
+            self.draw_a = self._pending.popleft()[1] if energised else 0.0
         if not self.wants_energy and self.draw_a > 0.0:
             self.draw_a = 0.0  # target reached: the BMS stops charging, the car stays in C
         elif self.draw_a > 0.0 and self.soc > TAPER_START_SOC:
