@@ -281,7 +281,8 @@ class Controller:
 
         previous = {pid: self._seq.offer(pid) for pid in ports}
         metered = {pid: o.metered_a for pid, o in obs.items()}
-        result = self._seq.step(now, tree, plan.targets, metered, mins)
+        metered_at = {pid: o.metered_at for pid, o in obs.items()}
+        result = self._seq.step(now, tree, plan.targets, metered, mins, metered_at)
 
         if link_up:
             for pid, s in self._sessions.items():

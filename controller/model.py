@@ -108,12 +108,15 @@ class PortObservation:
     ``metered_a``: the largest phase current from the port's meter, or None when the meter is
     stale or absent (the core then assumes the port draws its full effective offer, never 0).
     ``session_start``: when this vehicle plugged in (orders FCFS and breaks ties).
+    ``metered_at``: when that reading was taken (None: this tick); a reading older than an
+    offer decrease never confirms that the vehicle followed it.
     """
 
     connected: bool
     requesting: bool = False
     metered_a: float | None = None
     session_start: float | None = None
+    metered_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

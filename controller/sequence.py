@@ -55,29 +55,37 @@ def floor_dA(amps: float) -> float:
 @dataclass(slots=True)
 class _PortSeq:
     offer: float = 0.0
-    # Offers this port has been given and that were since lowered: (counts until, amps).
-    superseded: list[tuple[float, float]] = field(default_factory=list)
+    # Offers this port has been given and that were since lowered:
+    # (counts until, amps, when it was lowered).
+    superseded: list[tuple[float, float, float]] = field(default_factory=list)
 
     def effective(self) -> float:
-        return max([self.offer, *(a for _, a in self.superseded)])
+        return max([self.offer, *(a for _, a, _ in self.superseded)])
 
     def expire(self, now: float) -> None:
-        self.superseded = [(t, a) for t, a in self.superseded if t > now and a > self.offer]
+        self.superseded = [e for e in self.superseded if e[0] > now and e[1] > self.offer]
 
-    def confirm(self, metered: float | None, tolerance_a: float) -> None:
+    def confirm(self, metered: float | None, tolerance_a: float, taken_at: float | None) -> None:
         """The meter shows the vehicle at or under its offer: older, higher offers stop counting.
 
         The meter may read low by up to its tolerance, so what the vehicle may really draw
         (the reading plus the tolerance) still counts: the effective offer never falls below
         what the vehicle could be drawing. A reading of exactly 0 A is no current at all (a
-        meter below its starting current reads 0; an open contactor carries nothing).
+        meter below its starting current reads 0; an open contactor carries nothing). Only a
+        reading taken at or after an offer was lowered says anything about following it
+        (``taken_at``; None means this tick): a meter that stopped answering on a low reading
+        must not confirm a decrease it never saw.
         """
         if metered is None or metered > self.offer + tolerance_a:
             return
         floor = max(self.offer, metered + tolerance_a if metered > 0.0 else 0.0)
-        self.superseded = [
-            (t, min(a, floor)) for t, a in self.superseded if min(a, floor) > self.offer
-        ]
+        kept = []
+        for until, amps, lowered_at in self.superseded:
+            if taken_at is None or taken_at >= lowered_at:
+                amps = min(amps, floor)
+            if amps > self.offer:
+                kept.append((until, amps, lowered_at))
+        self.superseded = kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +117,11 @@ class Sequencer:
         p = self._ports.get(port_id)
         if p is None:
             return 0.0
-        return max([p.offer, *(a for t, a in p.superseded if t > now)])
+        return max([p.offer, *(a for t, a, _ in p.superseded if t > now)])
 
     def deadline(self, after: float) -> float | None:
         """When the next superseded offer stops counting (after ``after``), if any."""
-        times = [t for p in self._ports.values() for t, _ in p.superseded if t > after]
+        times = [t for p in self._ports.values() for t, _, _ in p.superseded if t > after]
         return min(times) if times else None
 
     def step(
@@ -123,13 +131,16 @@ class Sequencer:
         targets: Mapping[str, float],
         metered: Mapping[str, float | None],
         mins: Mapping[str, float],
+        metered_at: Mapping[str, float | None] | None = None,
     ) -> SequenceResult:
         """Send what is safe now towards ``targets`` (each 0 or >= the port's minimum).
 
         ``tree`` gives the limits increases must fit under (the newest ones); ``metered`` the
-        ports' meter readings this tick; ``mins`` each port's minimum offer. Ports of the tree
-        missing from ``targets`` are driven to 0.
+        ports' meter readings this tick and ``metered_at`` when each was taken (missing: this
+        tick); ``mins`` each port's minimum offer. Ports of the tree missing from ``targets``
+        are driven to 0.
         """
+        taken = metered_at or {}
         ports = self._ports
         for pid in tree.ports:
             ports.setdefault(pid, _PortSeq())
@@ -138,14 +149,14 @@ class Sequencer:
         # 1. Age out and confirm with this tick's meters.
         for pid, p in ports.items():
             p.expire(now)
-            p.confirm(metered.get(pid), self.tolerance_a)
+            p.confirm(metered.get(pid), self.tolerance_a, taken.get(pid))
 
         # 2. Decreases at once; the replaced offer keeps counting until followed or aged out.
         for pid, p in ports.items():
             if target[pid] < p.offer:
-                p.superseded.append((now + self.window_s, p.offer))
+                p.superseded.append((now + self.window_s, p.offer, now))
                 p.offer = target[pid]
-                p.confirm(metered.get(pid), self.tolerance_a)
+                p.confirm(metered.get(pid), self.tolerance_a, taken.get(pid))
                 p.expire(now)
 
         effective = {pid: p.effective() for pid, p in ports.items()}
@@ -164,7 +175,7 @@ class Sequencer:
             freed = False
             for pid in raised:
                 p = ports[pid]
-                p.confirm(metered.get(pid), self.tolerance_a)
+                p.confirm(metered.get(pid), self.tolerance_a, taken.get(pid))
                 if p.effective() < effective[pid]:
                     effective[pid] = p.effective()
                     freed = True

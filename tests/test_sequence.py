@@ -193,3 +193,19 @@ def test_effective_offers_never_exceed_any_limit(
             assert offer == 0.0 or offer >= 8.0
             assert offer <= targets.get(p, 0.0)
             assert r.effective[p] >= offer
+
+
+def test_a_reading_taken_before_a_decrease_does_not_confirm_it() -> None:
+    # A meter that stopped answering on a low reading (still within its stale time) must not
+    # let the sequencer believe the vehicle followed a decrease it never saw.
+    tree = jumper()
+    seq = Sequencer(window_s=5.0, tolerance_a=0.5)
+    seq.step(0.0, tree, {"a": 30.0}, {"a": None, "b": None}, MINS)
+    # t=10: a is lowered to 16 A; its meter's last reading (3 A) was taken at t=9.
+    r = seq.step(10.0, tree, {"a": 16.0, "b": 16.0}, {"a": 3.0, "b": None}, MINS, {"a": 9.0})
+    assert r.effective["a"] == 30.0  # still counts the 30 A it may be drawing
+    assert r.offers["b"] == 0.0  # 2 A of room: below b's 8 A minimum
+    # The same low value read after the decrease confirms it.
+    r = seq.step(10.5, tree, {"a": 16.0, "b": 16.0}, {"a": 3.0, "b": None}, MINS, {"a": 10.5})
+    assert r.effective["a"] == 16.0
+    assert r.offers["b"] == 16.0
