@@ -17,6 +17,7 @@ from typing import Protocol
 
 from controller.model import Decision, PortObservation, SiteSpec
 from firmware import port as pm
+from hal.clock import StationClock
 from hal.interfaces import Hardware, Meter, MeterReading, PortHardware, Service
 from hal.pilot import PilotError, PilotState, diode_ok, state_from_high_voltage
 
@@ -104,6 +105,9 @@ class Station:
                 self.services.append(meter)
         self.link_up = True
         self.last: Snapshot | None = None
+        # The real-time clock that this station's services stamp readings with (set by
+        # firmware.app.build_station); the runner ticks on it. The station never reads it.
+        self.clock: StationClock | None = None
 
     # --- operator actions -----------------------------------------------------------
 
@@ -133,6 +137,7 @@ class Station:
                 requesting=pm.is_requesting(state),
                 metered_a=inputs[pid].metered_a,
                 session_start=pm.session_start(state),
+                metered_at=self._metered_at(pid, inputs[pid]),
             )
             for pid, (state, _) in first.items()
         }
@@ -230,6 +235,11 @@ class Station:
             offer_a=self._offers[pid],
             reset=pid in self._resets,
         )
+
+    def _metered_at(self, pid: str, inputs: pm.PortInputs) -> float | None:
+        """When this tick's meter value was taken (None when there is none)."""
+        reading = self._readings[pid]
+        return None if inputs.metered_a is None or reading is None else reading.timestamp
 
     def _write(self, pid: str, commands: pm.PortCommands) -> None:
         hw = self._hw[pid]

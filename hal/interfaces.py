@@ -146,6 +146,10 @@ class Hardware(Protocol):
     given, and tells the virtual-time runner when it will next change by itself (an EV
     following a PWM change, a battery reaching its target), so that virtual time can jump
     straight there.
+
+    Optional: a backend that hears of input changes as they happen (a board's unsolicited
+    pilot event) may have a settable ``on_input_change`` callback attribute; the real-time
+    runner sets it to tick at once instead of at the next period.
     """
 
     @property

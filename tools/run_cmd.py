@@ -68,7 +68,7 @@ def run_command(config_path: str, duration: float | None, speed: float, *, live:
     if not console.is_terminal:
         console = Console(highlight=False, width=132)  # log files: no 80-column truncation
     title = f"ampshare {config.id} ({config.model}{', jumper' if config.jumper else ''})"
-    runner = RealtimeRunner(station, speed=speed, clock=clock)
+    runner = RealtimeRunner(station, period_s=config.loop_period_s, speed=speed, clock=clock)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
