@@ -40,6 +40,7 @@ on a Raspberry-Pi-class board with a light runtime). `controller.allocate` reads
 from __future__ import annotations
 
 import cmath
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -200,11 +201,13 @@ class LimitTree:
     """A validated site: its ports, its limits and their load functions.
 
     Immutable. Build with `LimitTree.from_spec`; `with_limits` returns a copy with other
-    limit values (time of use, dynamic load management, remote limits) and the same shape.
+    limit values (time of use, dynamic load management, remote limits) and the same shape;
+    `with_port_caps` a copy with some ports' caps lowered (a coordinator's per-port limits).
     """
 
     __slots__ = (
         "_base",
+        "_base_ports",
         "_caps",
         "_extra_parts",
         "_group_limits",
@@ -237,7 +240,8 @@ class LimitTree:
     _port_ids: tuple[str, ...]  # sorted: port index i is _port_ids[i]
     _index: dict[str, int]
     _kw_per_a: tuple[float, ...]
-    _caps: tuple[float, ...]  # port index -> cap_a
+    _caps: tuple[float, ...]  # port index -> cap_a (lowered by with_port_caps)
+    _base_ports: Mapping[str, PortSpec]  # ports as specified (the ceiling for with_port_caps)
     _limit_ids: tuple[str, ...]
     _limit_rows: tuple[tuple[int, ...], ...]  # limit index -> its rows
     _limit_single: list[int]  # limit index -> its row when it has one, else -1
@@ -360,6 +364,7 @@ class LimitTree:
         tree._spec = spec
         tree._groups = MappingProxyType(dict(groups))
         tree._ports = MappingProxyType({pid: ports[pid] for pid in port_ids})
+        tree._base_ports = tree._ports
         tree._port_ids = port_ids
         tree._index = index
         tree._kw_per_a = tuple(port_kw_per_a(ports[pid]) for pid in port_ids)
@@ -568,11 +573,50 @@ class LimitTree:
                 raise ValueError(f"unknown limit id {key!r}")
             for k in targets:
                 values[k] = min(v, self._base[k])
+        tree = self._copy()
+        tree._limits = tuple(values)
+        tree._row_limit = [values[k] for k in self._row_lid]
+        return tree
+
+    def with_port_caps(self, caps: Mapping[str, float]) -> LimitTree:
+        """A copy of this tree with some ports' caps lowered (remote per-port limits).
+
+        ``caps`` maps port ids to the most each may be offered; a value is clamped to the
+        port's own cap as specified (rating and Power Select: DESIGN.md "Safety is local",
+        remote limits only ever lower). Ports not named get their specified cap back, so
+        ``with_port_caps({})`` restores the spec; limit values are kept. A cap under the
+        port's minimum (0 included) means the port cannot be offered anything (J1772: 0 or
+        at least the minimum). Unknown ports, negative or NaN values raise ValueError.
+
+        The proportional policy's weight of a port stays its *specified* rated power, so a
+        remote cap does not change how the others share.
+        """
+        ports = dict(self._base_ports)
+        for pid, value in caps.items():
+            base = self._base_ports.get(pid)
+            if base is None:
+                raise ValueError(f"port cap for unknown port {pid!r}")
+            v = float(value)
+            if not (v >= 0.0):  # also refuses NaN
+                raise ValueError(f"port {pid!r}: cap must be >= 0, not {value}")
+            if v < base.cap_a:
+                rated = base.rated_kw
+                if rated is None:
+                    rated = base.cap_a * port_kw_per_a(base)
+                ports[pid] = dataclasses.replace(base, power_select_a=v, rated_kw=rated)
+        tree = self._copy()
+        tree._ports = MappingProxyType({pid: ports[pid] for pid in self._port_ids})
+        tree._caps = tuple(ports[pid].cap_a for pid in self._port_ids)
+        return tree
+
+    def port_caps(self) -> dict[str, float]:
+        """Every port's cap now (its specified cap, or lower after `with_port_caps`)."""
+        return dict(zip(self._port_ids, self._caps, strict=True))
+
+    def _copy(self) -> LimitTree:
         tree = object.__new__(LimitTree)
         for name in LimitTree.__slots__:
             object.__setattr__(tree, name, getattr(self, name))
-        tree._limits = tuple(values)
-        tree._row_limit = [values[k] for k in self._row_lid]
         return tree
 
 

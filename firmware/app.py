@@ -9,7 +9,7 @@ from typing import Any
 from controller.core import Controller, ControlSettings
 from controller.limits import LimitTree
 from firmware.config import StationConfig
-from firmware.station import Station
+from firmware.station import Allocator, Station
 from hal import registry
 from hal.clock import StationClock
 from hal.interfaces import Hardware, Meter
@@ -49,11 +49,43 @@ def build_station(
             port_hw.meter if url == BUILTIN_METER else registry.open_meter(url, clock=clock)
         )
     controller = Controller(LimitTree.from_spec(config.site), control_settings(config.control))
-    return Station(
+    allocator: Allocator = controller
+    link = None
+    if config.link is not None:
+        # Site sharing (docs/mqtt.md): the coordinator's caps only lower this station's own
+        # tree. On the wire its ports are the site file's "<station>.<port>".
+        from firmware.link.station_link import LinkedController, StationLink
+
+        wire = {f"{config.id}.{pid}": pid for pid in config.port_ids}
+        link = StationLink(
+            config.link.site,
+            config.id,
+            list(wire),
+            local_ids=wire,
+            telemetry_period_s=config.link.telemetry_period_s,
+        )
+        allocator = LinkedController(controller, link)
+    station = Station(
         config.site,
         hw,
-        controller,
+        allocator,
         jumper=config.jumper,
         port_config=config.port_config,
         meters=meters,
     )
+    station.clock = clock
+    spec = config.sim_meter_server
+    if spec is not None:
+        # The simulated ports' meters served over Modbus TCP (``sim: meter_server:``), first
+        # among the services so it listens before the station's Modbus meters poll it.
+        from hal.modbus.simfeed import SimMeterFeed
+
+        builtin = [port_hw.meter for port_hw in hw.ports]
+        feed = SimMeterFeed(builtin, spec.model, host=spec.host, port=spec.port)
+        station.services.insert(0, feed)
+    if config.link is not None and link is not None:
+        from firmware.link.mqtt import BrokerSettings, StationMqttLink
+
+        settings = BrokerSettings.from_link(config.link)
+        station.services.append(StationMqttLink(settings, link, lambda: station.last, clock))
+    return station

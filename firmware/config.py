@@ -21,6 +21,9 @@ import typing
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import yaml
 
 from controller.limits import RESERVED_IDS, port_kw_per_a, port_line_currents
 from controller.model import (
@@ -32,6 +35,15 @@ from controller.model import (
     PortSpec,
     SiteSpec,
 )
+from controller.schedule import (
+    MINUTES_PER_DAY,
+    ScheduleEntry,
+    ScheduleError,
+    WeeklySchedule,
+    parse_clock,
+    parse_days,
+)
+from controller.site import DEFAULT_METER_STALE_S, SiteConfig, SiteMeterSpec, default_station
 from firmware.models import MODELS, StationModel
 from firmware.port import PortConfig
 from firmware.yamlnodes import ConfigError, Fields, Value, load_document, parse_duration
@@ -39,15 +51,20 @@ from hal.sim.ev import EvSpec
 
 __all__ = [
     "ConfigError",
+    "LinkConfig",
     "PortDemand",
+    "SiteConfig",
     "State",
     "StationConfig",
     "load_document",
     "load_site",
+    "load_site_config",
     "load_state",
     "load_station",
+    "parse_broker_url",
     "parse_duration",
     "parse_evs",
+    "site_config_from_value",
     "site_from_value",
     "station_from_value",
 ]
@@ -60,12 +77,45 @@ DEFAULT_LOOP_PERIOD_S = 0.05
 J1772_MAX_A = 80.0
 DEFAULT_VOLTAGE_V = 208.0  # the guide's examples are 208 V (the 400 A / 208 V panel)
 DEFAULT_URL = "sim://"
+DEFAULT_TELEMETRY_PERIOD_S = 5.0  # docs/mqtt.md: telemetry at least this often, and on change
+MQTT_PORT = 1883  # IANA registered port for MQTT
+MQTTS_PORT = 8883  # IANA registered port for MQTT over TLS
 
 _GUIDE_POWER_SELECT = "the guide, Power Select: 'CT4000 installed for 16A service (20A breaker)'"
 _GUIDE_FALLBACK = "the guide, Handling Offline Stations"
 
 
 # ---- result types --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """A station's ``link:`` block: its MQTT broker and site (docs/mqtt.md).
+
+    ``password`` is read from ``password_file`` when the file is loaded (a missing file is a
+    config error, not a run-time surprise). ``ca``/``cert``/``key`` are absolute paths.
+    """
+
+    broker: str  # as written: mqtt://host:port or mqtts://host:port
+    site: str
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    telemetry_period_s: float = DEFAULT_TELEMETRY_PERIOD_S
+
+
+@dataclass(frozen=True, slots=True)
+class SimMeterServer:
+    """``sim: meter_server:``: the simulated ports' meters served as Modbus TCP units 1..N."""
+
+    model: str  # a meter map (configs/meters/ name or .yaml path)
+    host: str = "127.0.0.1"
+    port: int = 5020
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +142,9 @@ class StationConfig:
     sim_evs: tuple[EvSpec, ...] = ()
     loop_period_s: float = DEFAULT_LOOP_PERIOD_S
     path: str = ""
+    link: LinkConfig | None = None  # site sharing over MQTT (docs/mqtt.md); None: standalone
+    # ``sim: meter_server:``: serve the simulated ports' meters over Modbus TCP (docs/meters.md)
+    sim_meter_server: SimMeterServer | None = None
 
     @property
     def station_model(self) -> StationModel:
@@ -187,6 +240,7 @@ _PORT_KEYS = (
     "rated_kw",
 )
 _STATION_PORT_KEYS = (*_PORT_KEYS, "meter")
+_SITE_PORT_KEYS = (*_PORT_KEYS, "station")
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,14 +272,7 @@ def _parse_group(item: Value, keys: tuple[str, ...], required: tuple[str, ...]) 
     gid = _group_id(id_value)
     item = item.renamed(f"groups[{gid}]")
     fields = item.mapping(keys, required)  # re-read so nested fields carry the id in their name
-    for unsupported in ("schedule", "meter"):
-        value = fields.get(unsupported)
-        if value is not None:
-            # GroupSpec has no field for these yet: refusing beats silently ignoring a limit.
-            value.fail(
-                "not supported by this version's loader yet (GroupSpec has no field for it); "
-                "use breaker_a or limit_kw"
-            )
+    # A site group's schedule: and meter: are read by _site_extras (SiteConfig).
     parent = fields.get("parent")
     breaker = fields.get("breaker_a")
     limit_kw = fields.get("limit_kw")
@@ -481,6 +528,18 @@ def load_site(path: str | os.PathLike[str]) -> SiteSpec:
 
 def site_from_value(doc: Value) -> SiteSpec:
     """A site from an already-read document (scenario files may embed or reference one)."""
+    return site_config_from_value(doc).spec
+
+
+def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
+    """Read a site file with what the coordinator needs besides the tree: which station owns
+    each port (``station:``, default the port id up to its last "."), the groups' time-of-use
+    ``schedule:`` and site ``meter:`` (controller.site, controller.schedule)."""
+    return site_config_from_value(load_document(path))
+
+
+def site_config_from_value(doc: Value) -> SiteConfig:
+    """`load_site_config` from an already-read document."""
     top = doc.mapping(_SITE_KEYS, ("site", "groups", "ports"))
     site_id = top.require("site").ident()
     voltage_v, policy, min_a = _site_common(top)
@@ -500,18 +559,151 @@ def site_from_value(doc: Value) -> SiteSpec:
         rating_why=f"J1772 PWM encodes at most {_fmt(J1772_MAX_A)} A",
     )
     ports = [
-        _parse_port(item, _PORT_KEYS, defaults)
+        _parse_port(item, _SITE_PORT_KEYS, defaults)
         for item in top.require("ports").sequence(allow_empty=False)
     ]
     _unique(ports, "port")
     _check_ports_on_groups(ports, by_id)
     _check_caps_under_breakers(ports, by_id)
     _check_fallbacks(groups, ports)
-    return SiteSpec(
+    _site_link_id(top.require("site"), site_id, "site")
+    spec = SiteSpec(
         id=site_id,
         groups=tuple(g.spec for g in groups),
         ports=tuple(p.spec for p in ports),
         policy=policy,
+    )
+    schedules, meters = _site_extras(groups)
+    return SiteConfig(spec, _stations(ports), schedules, meters)
+
+
+_SCHEDULE_KEYS = ("days", "from", "to", "kw", "a")
+_METER_KEYS = ("url", "topic", "max_kw", "stale_s", "conservative_kw")
+
+
+def _site_link_id(where: Value, ident: str, what: str) -> None:
+    # Site and station ids are MQTT topic levels (firmware.link.topics; MQTT 3.1.1, 4.7.1).
+    if len(ident) > 64 or any(c in "/+#\0" for c in ident):
+        where.fail(f"{ident!r} cannot be a {what} id on the link (at most 64 characters, no / + #)")
+
+
+def _stations(ports: Sequence[_Port]) -> dict[str, tuple[str, ...]]:
+    """Which station each port belongs to: ``station:``, or its id up to the last "."."""
+    stations: dict[str, list[str]] = {}
+    for p in ports:
+        value = p.fields.get("station")
+        station = default_station(p.spec.id) if value is None else value.ident()
+        _site_link_id(value or p.fields.require("id"), station, "station")
+        stations.setdefault(station, []).append(p.spec.id)
+    return {sid: tuple(pids) for sid, pids in stations.items()}
+
+
+def _site_extras(
+    groups: Sequence[_Group],
+) -> tuple[dict[str, WeeklySchedule], dict[str, SiteMeterSpec]]:
+    schedules: dict[str, WeeklySchedule] = {}
+    meters: dict[str, SiteMeterSpec] = {}
+    for g in groups:
+        value = g.fields.get("schedule")
+        if value is not None:
+            schedules[g.spec.id] = _schedule(value, g.spec)
+        value = g.fields.get("meter")
+        if value is not None:
+            meters[g.spec.id] = _site_meter(value, g.spec)
+    return schedules, meters
+
+
+def _clock(value: Value, *, end: bool) -> int:
+    """``"HH:MM"``; unquoted YAML reads 06:00 as a base-60 integer, so the source text counts."""
+    node = value.node
+    if not isinstance(node, yaml.ScalarNode) or value.is_null():
+        value.fail('expected a time of day like "06:00"')
+    try:
+        return parse_clock(str(node.value), end=end)
+    except ScheduleError as exc:
+        value.fail(str(exc))
+
+
+def _schedule(value: Value, group: GroupSpec) -> WeeklySchedule:
+    """A group's weekly time-of-use schedule (the guide, "Time of Use (TOU) Power Sharing")."""
+    items = value.sequence(allow_empty=False)
+    entries: list[ScheduleEntry] = []
+    units: list[str] = []
+    for item in items:
+        fields = item.mapping(_SCHEDULE_KEYS, ("days",))
+        days_value = fields.require("days")
+        try:
+            if isinstance(days_value.node, yaml.SequenceNode):
+                days = frozenset(
+                    d for part in days_value.sequence(allow_empty=False) for d in _days(part)
+                )
+            else:
+                days = _days(days_value)
+        except ScheduleError as exc:
+            days_value.fail(str(exc))
+        start_v, end_v = fields.get("from"), fields.get("to")
+        start = 0 if start_v is None else _clock(start_v, end=False)
+        end = MINUTES_PER_DAY if end_v is None else _clock(end_v, end=True)
+        if start == end % MINUTES_PER_DAY and end_v is not None and start_v is not None:
+            end_v.fail("from and to are the same time: say 00:00 to 24:00 for a whole day")
+        kw_v, a_v = fields.get("kw"), fields.get("a")
+        if (kw_v is None) == (a_v is None):
+            item.fail("an entry has exactly one of kw: (a power limit) or a: (a current limit)")
+        if kw_v is not None:
+            if group.limit_kw is None:
+                kw_v.fail(
+                    f"group {group.id!r} has no limit_kw: a kW schedule lowers a configured kW "
+                    "limit (set limit_kw to the most it may ever be)"
+                )
+            amount = _in_range(kw_v, 0.0, group.limit_kw)
+            units.append("kw")
+        else:
+            assert a_v is not None
+            limit_a = group.limit_a
+            if limit_a is None:
+                a_v.fail(
+                    f"group {group.id!r} has no breaker_a: an A schedule lowers the group's "
+                    "current limit (80 % of its breaker)"
+                )
+            amount = _in_range(a_v, 0.0, limit_a)
+            units.append("a")
+        if units[0] != units[-1]:
+            item.fail("all entries of one schedule use kw:, or all use a:")
+        entries.append(ScheduleEntry(days, start, end, amount))
+    try:
+        return WeeklySchedule(entries, units[0])
+    except ScheduleError as exc:
+        where = items[exc.entries[-1]] if exc.entries else value
+        where.fail(str(exc))
+
+
+def _days(value: Value) -> frozenset[int]:
+    return parse_days(value.string())
+
+
+def _site_meter(value: Value, group: GroupSpec) -> SiteMeterSpec:
+    """Dynamic load management on a group (the guide, "How to set the Limits?" 3)."""
+    fields = value.mapping(_METER_KEYS, ("conservative_kw",))
+    if group.limit_kw is None:
+        value.fail(
+            f"group {group.id!r} has no limit_kw: the site maximum minus the unmanaged load "
+            "lowers a configured kW limit (set limit_kw to the site maximum)"
+        )
+    url_v, topic_v = fields.get("url"), fields.get("topic")
+    topic = False if topic_v is None else topic_v.boolean()
+    if (url_v is None) == (not topic):
+        value.fail("a site meter has exactly one source: url: (a meter backend) or topic: true")
+    url = None if url_v is None else url_v.url()
+    max_v = fields.get("max_kw")
+    max_kw = group.limit_kw if max_v is None else _in_range(max_v, 0.0, group.limit_kw)
+    stale_v = fields.get("stale_s")
+    stale = DEFAULT_METER_STALE_S if stale_v is None else stale_v.duration()
+    if not stale > 0.0:
+        assert stale_v is not None
+        stale_v.fail("must be > 0")
+    conservative = _in_range(fields.require("conservative_kw"), 0.0, max_kw)
+    return SiteMeterSpec(
+        max_kw=max_kw, conservative_kw=conservative, url=url, topic=topic, stale_s=stale
     )
 
 
@@ -531,6 +723,7 @@ _STATION_KEYS = (
     "port_machine",
     "control",
     "sim",
+    "link",
 )
 
 
@@ -633,8 +826,120 @@ def station_from_value(doc: Value) -> StationConfig:
         port_config=PortConfig() if port_machine is None else _port_config(port_machine),
         control={} if control is None else _control(control),
         sim_evs=() if sim is None else _sim(sim, model.port_ids),
+        sim_meter_server=None if sim is None else _sim_meter_server(sim),
+        link=None if (link := top.get("link")) is None else _link(link, station_id),
         loop_period_s=DEFAULT_LOOP_PERIOD_S if loop is None else _loop_period(loop),
         path=path,
+    )
+
+
+_LINK_KEYS = ("broker", "site", "username", "password", "password_file", "tls", "telemetry_period")
+# A topic level must not hold MQTT's separator or wildcards (MQTT 3.1.1, 4.7.1).
+_TOPIC_FORBIDDEN = frozenset("/+#\0")
+
+
+def parse_broker_url(text: str) -> tuple[str, int, bool]:
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` -> (host, port, tls); ValueError."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("mqtt", "mqtts") or "://" not in text:
+        raise ValueError(f"{text!r} is not a broker URL (expected mqtt://HOST:PORT or mqtts://...)")
+    if parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(
+            f"{text!r}: expected only a host and port, e.g. mqtt://127.0.0.1:1883 "
+            "(credentials go in username / password_file)"
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{text!r}: the port is not a TCP port (1..65535)") from None
+    if port == 0:
+        raise ValueError(f"{text!r}: the port is not a TCP port (1..65535)")
+    if not parts.hostname:
+        raise ValueError(f"{text!r}: no host")
+    tls = parts.scheme == "mqtts"
+    return parts.hostname, port or (MQTTS_PORT if tls else MQTT_PORT), tls
+
+
+def _topic_id(value: Value, what: str) -> str:
+    ident = value.ident()
+    bad = sorted(_TOPIC_FORBIDDEN & set(ident))
+    if bad or len(ident) > 64:
+        value.fail(
+            f"{ident!r} cannot be an MQTT topic level (the {what} id names topics; "
+            "allowed: up to 64 characters without '/', '+', '#')"
+        )
+    return ident
+
+
+def _readable_file(value: Value) -> str:
+    """A path relative to the config file's directory that must be a readable file."""
+    path = os.path.join(os.path.dirname(os.path.abspath(value.path)), value.string())
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        value.fail(f"{path}: no such readable file")
+    return path
+
+
+def _link(value: Value, station_id: str) -> LinkConfig:
+    """The ``link:`` block (docs/mqtt.md, "Station config")."""
+    fields = value.mapping(_LINK_KEYS, ("broker", "site"))
+    broker_value = fields.require("broker")
+    broker = broker_value.string()
+    try:
+        host, port, tls = parse_broker_url(broker)
+    except ValueError as exc:
+        broker_value.fail(str(exc))
+    site = _topic_id(fields.require("site"), "site")
+    if _TOPIC_FORBIDDEN & set(station_id):
+        value.fail(
+            f"the station id {station_id!r} names MQTT topics: it must not contain '/', '+', '#'"
+        )
+    username = None if (user := fields.get("username")) is None else user.string()
+    password_value, file_value = fields.get("password"), fields.get("password_file")
+    password = None
+    if password_value is not None and file_value is not None:
+        file_value.fail("give password or password_file, not both")
+    if password_value is not None:
+        password = password_value.string()
+    if file_value is not None:
+        path = _readable_file(file_value)
+        with open(path, encoding="utf-8") as stream:
+            password = stream.read().strip()  # a trailing newline is not part of a password
+        if not password:
+            file_value.fail(f"{path} is empty")
+    if password is not None and username is None:
+        (password_value or file_value or value).fail("a password needs a username")
+    ca = cert = key = None
+    tls_value = fields.get("tls")
+    if tls_value is not None:
+        if not tls:
+            tls_value.fail("TLS options need an mqtts:// broker URL (default port 8883)")
+        tls_fields = tls_value.mapping(("ca", "cert", "key"))
+        ca = None if (v := tls_fields.get("ca")) is None else _readable_file(v)
+        cert = None if (v := tls_fields.get("cert")) is None else _readable_file(v)
+        key = None if (v := tls_fields.get("key")) is None else _readable_file(v)
+        if (cert is None) != (key is None):
+            tls_value.fail("a client certificate needs both cert and key")
+    period_value = fields.get("telemetry_period")
+    period = DEFAULT_TELEMETRY_PERIOD_S
+    if period_value is not None:
+        period = period_value.duration()
+        if not 0.1 <= period <= 60.0:
+            period_value.fail(
+                f"{_fmt(period)} s is not allowed (allowed: 0.1 s .. 60 s; the coordinator "
+                "takes a station that stays silent much longer for offline)"
+            )
+    return LinkConfig(
+        broker=broker,
+        site=site,
+        host=host,
+        port=port,
+        tls=tls,
+        username=username,
+        password=password,
+        ca=ca,
+        cert=cert,
+        key=key,
+        telemetry_period_s=period,
     )
 
 
@@ -783,9 +1088,35 @@ _EV_KEYS = (
 
 
 def _sim(value: Value, port_ids: Collection[str]) -> tuple[EvSpec, ...]:
-    fields = value.mapping(("evs",))
+    fields = value.mapping(("evs", "meter_server"))
     evs = fields.get("evs")
     return () if evs is None else parse_evs(evs, port_ids)
+
+
+def _sim_meter_server(value: Value) -> SimMeterServer | None:
+    server = value.mapping(("evs", "meter_server")).get("meter_server")
+    if server is None:
+        return None
+    fields = server.mapping(("model", "host", "port"), ("model",))
+    model_value = fields.require("model")
+    model = model_value.string()
+    # The map is checked now (a typo is a config error with its line, not a failed start);
+    # hal.modbus.maps reads YAML only, it does not load the Modbus library.
+    from hal.modbus.maps import MapError, load_map
+
+    try:
+        load_map(model)
+    except MapError as exc:
+        model_value.fail(str(exc))
+    spec = SimMeterServer(model=model)
+    if (host := fields.get("host")) is not None:
+        spec = dataclasses.replace(spec, host=host.string())
+    if (port := fields.get("port")) is not None:
+        number = port.integer()
+        if not 1 <= number <= 65535:
+            port.fail(f"{number} is not a TCP port (allowed: 1..65535)")
+        spec = dataclasses.replace(spec, port=number)
+    return spec
 
 
 def parse_evs(value: Value, port_ids: Collection[str]) -> tuple[EvSpec, ...]:
@@ -849,8 +1180,12 @@ _STATE_KEYS = ("time", "site_load_kw", "ports")
 _STATE_PORT_KEYS = ("demand_a", "since")
 
 
-def load_state(path: str | os.PathLike[str], site: SiteSpec) -> State:
-    """Read a state file (YAML or JSON, DESIGN.md "Command line") for ``site``."""
+def load_state(path: str | os.PathLike[str], site: SiteSpec, *, site_meter: bool = False) -> State:
+    """Read a state file (YAML or JSON, DESIGN.md "Command line") for ``site``.
+
+    ``site_meter``: the site has a group with a ``meter:`` (DLM), which ``site_load_kw`` feeds;
+    without one it lowers the root group's limit_kw, which must then exist.
+    """
     doc = load_document(path)
     top = doc.mapping(_STATE_KEYS)
     time_value = top.get("time")
@@ -863,7 +1198,7 @@ def load_state(path: str | os.PathLike[str], site: SiteSpec) -> State:
         # Dynamic load management: the unmanaged load comes off the site maximum, the root
         # group's limit_kw (the guide, "How to set the Limits?" 3). Without one it means nothing.
         root = next((g for g in site.groups if g.parent is None), None)
-        if root is None or root.limit_kw is None:
+        if not site_meter and (root is None or root.limit_kw is None):
             name = "" if root is None else f" {root.id!r}"
             load_value.fail(f"needs a site maximum, but the root group{name} has no limit_kw")
     known = [p.id for p in site.ports]

@@ -392,13 +392,15 @@ def test_site_anchors_and_merge_keys(tmp_path: Path) -> None:
     assert [(p.id, p.max_a) for p in site.ports] == [("a", 40), ("b", 40)]
 
 
-def test_schedule_and_meter_groups_are_refused_not_ignored(tmp_path: Path) -> None:
+def test_malformed_meter_group_is_refused_not_ignored(tmp_path: Path) -> None:
+    # Issue 7 reads schedule: and meter: (tests/test_dynamic_limits.py); a malformed one is
+    # still refused at its line, never ignored.
     path = tmp_path / "site.yaml"
     path.write_text(
         "site: s\ngroups:\n  - {id: c1, breaker_a: 100, meter: 'modbus-tcp://x'}\n"
         "ports:\n  - {id: a, group: c1, max_a: 40}\n"
     )
-    with pytest.raises(ConfigError, match="not supported") as caught:
+    with pytest.raises(ConfigError, match="expected a mapping") as caught:
         load_site(str(path))
     assert (caught.value.line, caught.value.field) == (3, "groups[c1].meter")
 

@@ -8,6 +8,13 @@ core (`controller.limits`, `controller.allocate`) once, and print its answer on 
      "binding": {"<port id>": "<limit id>" | "port" | "demand" | "paused"},  charging ports
      "paused": ["<port id>", ...]}                          charging ports given 0 (round robin)
 
+The state's ``time:`` applies the site's time-of-use schedules at that moment (without it, no
+schedule applies: the configured limits). ``site_load_kw:`` is the unmanaged load a site meter
+reads: it feeds every group with a ``meter:`` (the group's maximum minus it); with no ``meter:``
+in the site it lowers the root group's kW limit, as before schedules and meters existed. A site
+with a ``meter:`` and no ``site_load_kw`` in the state has no reading: its conservative limit
+applies. All of it through `controller.dynamic.dynamic_limits`, the coordinator's function.
+
 Errors are one line on stderr (``FILE:LINE: FIELD: message`` for config errors), exit 2.
 """
 
@@ -17,9 +24,11 @@ import json
 import sys
 
 from controller.allocate import Allocation, PortRequest, allocate
+from controller.dynamic import dynamic_limits
 from controller.limits import LimitTree, TreeError
 from controller.model import SiteSpec
-from firmware.config import ConfigError, State, load_site, load_state
+from controller.site import SiteConfig
+from firmware.config import ConfigError, State, load_site_config, load_state
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -28,10 +37,11 @@ EXIT_INVALID = 2
 def allocate_command(site_path: str, state_path: str) -> int:
     """Print one allocation of the site at ``site_path`` in the state at ``state_path``."""
     try:
-        site = load_site(site_path)
-        state = load_state(state_path, site)
+        config = load_site_config(site_path)
+        site = config.spec
+        state = load_state(state_path, site, site_meter=bool(config.meters))
         tree = LimitTree.from_spec(site)
-        tree = _with_site_load(tree, site, state)
+        tree = _with_dynamic_limits(tree, config, state)
         result = allocate(tree, requests(site, state), site.policy)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -62,15 +72,19 @@ def requests(site: SiteSpec, state: State) -> dict[str, PortRequest]:
     return out
 
 
-def _with_site_load(tree: LimitTree, site: SiteSpec, state: State) -> LimitTree:
-    """Dynamic load management (the guide, "How to set the Limits?" 3): the root's kW limit is
-    the site maximum; the EVs get what the unmanaged load leaves of it (never more: with_limits
-    only lowers). `load_state` has checked that the root has a kW limit."""
-    if state.site_load_kw is None:
-        return tree
-    root = next(group for group in site.groups if group.parent is None)
-    assert root.limit_kw is not None
-    return tree.with_limits({f"{root.id}:kW": max(0.0, root.limit_kw - state.site_load_kw)})
+def _with_dynamic_limits(tree: LimitTree, config: SiteConfig, state: State) -> LimitTree:
+    """Time of use and dynamic load management (module docstring; the guide, "How to set the
+    Limits?" 2 and 3). with_limits only lowers."""
+    readings = dict.fromkeys(config.meters, state.site_load_kw)
+    limits = dynamic_limits(config, state.time, readings)
+    if not config.meters and state.site_load_kw is not None:
+        # No meter: group: the root's kW limit is the site maximum (`load_state` checked it).
+        root = next(group for group in config.spec.groups if group.parent is None)
+        assert root.limit_kw is not None
+        key = f"{root.id}:kW"
+        value = max(0.0, root.limit_kw - state.site_load_kw)
+        limits[key] = min(limits.get(key, value), value)
+    return tree.with_limits(limits)
 
 
 def _num(value: float) -> float | int:

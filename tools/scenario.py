@@ -1,19 +1,36 @@
-"""Scenario files (DESIGN.md "Command line"): a station or site, a duration, EVs and events."""
+"""Scenario files (DESIGN.md "Command line"): a station or site, a duration, EVs and events.
+
+A site scenario may run the site as stations under a coordinator (issue 7)::
+
+    site: ../sites/office-tou.yaml
+    coordinator: {valid_s: 30, period_s: 5, latency: 200ms}   # also: jitter, latency_margin,
+                                                             # silent_s, telemetry, rise_delay
+    start: 2026-11-23T00:00:00      # wall clock at t=0 (time of use); default Monday 00:00
+    events:
+      - {at: 1h, link: down}                  # every station loses the coordinator
+      - {at: 2h, link: down, station: st2}    # one station does
+      - {at: 3h, coordinator: restart}        # a fresh coordinator (it knows nothing)
+      - {at: 30m, site_load_kw: 120}          # the site meter(s) read this from now on
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from controller.model import SiteSpec
+from controller.site import SiteConfig
 from firmware.config import (
     ConfigError,
-    load_site,
+    load_site_config,
     load_station,
     parse_evs,
 )
+from firmware.link.coordinator import CoordinatorSettings
+from firmware.link.station_link import DEFAULT_RISE_DELAY_S, DEFAULT_TELEMETRY_PERIOD_S
 from firmware.port import PortConfig
 from firmware.yamlnodes import Value, load_document
 from hal.sim.bus import FAULT_KINDS
@@ -22,9 +39,44 @@ from hal.sim.ev import EvSpec
 # J1772 (DESIGN.md "The safe-offer invariant"): a compliant EV follows a lower offer in <= 5 s.
 COMPLIANT_RESPONSE_S = 5.0
 
-_KEYS = ("name", "description", "station", "site", "duration", "evs", "events", "seed", "control")
-_EVENT_KEYS = ("at", "link", "fault", "site_load_kw")
+_KEYS = (
+    "name",
+    "description",
+    "station",
+    "site",
+    "duration",
+    "evs",
+    "events",
+    "seed",
+    "control",
+    "coordinator",
+    "start",
+)
+_EVENT_KEYS = ("at", "link", "fault", "site_load_kw", "station", "coordinator")
 _FAULT_KEYS = ("port", "kind", "clear")
+_COORDINATOR_KEYS = (
+    "valid_s",
+    "period_s",
+    "latency",
+    "jitter",
+    "latency_margin",
+    "silent_s",
+    "telemetry",
+    "rise_delay",
+)
+# A Monday 00:00 (2026-11-23 is one): time of use starts from the top of a week by default.
+DEFAULT_START = datetime(2026, 11, 23, 0, 0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSpec:
+    """How a coordinated site scenario runs its link (firmware.link): in-process transport
+    latency and jitter, and the coordinator's and stations' timing."""
+
+    settings: CoordinatorSettings = field(default_factory=CoordinatorSettings)
+    latency_s: float = 0.2
+    jitter_s: float = 0.0
+    telemetry_period_s: float = DEFAULT_TELEMETRY_PERIOD_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +89,8 @@ class Event:
     fault_kind: str | None = None
     fault_clear: bool = False
     site_load_kw: float | None = None
+    station: str | None = None  # a link event for one station only (coordinated sites)
+    coordinator_restart: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +110,9 @@ class Scenario:
     description: str = ""
     station_id: str | None = None
     voltages: Mapping[str, float] = field(default_factory=dict)
+    site_config: SiteConfig | None = None  # a site scenario: stations, schedules, meters
+    coordinator: CoordinatorSpec | None = None  # run as stations under a coordinator
+    start: datetime = DEFAULT_START
 
     @property
     def deliberate_breach(self) -> bool:
@@ -91,14 +148,23 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         site, jumper, port_config = station.site, station.jumper, station.port_config
         control.update(station.control)
         station_id: str | None = station.id
+        site_config: SiteConfig | None = None
     else:
         assert site_v is not None
         try:
-            site = load_site(_relative(doc, site_v))
+            site_config = load_site_config(_relative(doc, site_v))
         except ConfigError as exc:
             site_v.fail(f"cannot use the site file: {exc}")
+        site = site_config.spec
         jumper, port_config, station_id = False, PortConfig(), None
     port_ids = [p.id for p in site.ports]
+    coordinator = None
+    if (coord_v := top.get("coordinator")) is not None:
+        if site_config is None:
+            coord_v.fail("a coordinator shares a site: use site:, not station:")
+        coordinator = _coordinator(coord_v)
+    start_v = top.get("start")
+    start = DEFAULT_START if start_v is None else start_v.timestamp()
 
     duration = top.require("duration").duration()
     if not duration > 0.0:
@@ -108,7 +174,10 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     for ev, item in zip(evs, [] if evs_v is None else evs_v.sequence(), strict=False):
         if ev.arrive_s < 0 or (ev.leave_s is not None and ev.leave_s <= ev.arrive_s):
             item.fail("arrive must be >= 0 and leave after arrive", f"{item.field}.leave")
-    events = () if (ev_v := top.get("events")) is None else _events(ev_v, port_ids)
+    stations = () if site_config is None else tuple(site_config.stations)
+    events = () if (ev_v := top.get("events")) is None else _events(ev_v, port_ids, stations)
+    if ev_v is not None:
+        _check_events(ev_v, events, site_config, coordinator is not None)
     control_v = top.get("control")
     if control_v is not None:
         fields = control_v.mapping(None)
@@ -132,10 +201,61 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         description="" if desc_v is None else desc_v.string(),
         station_id=station_id,
         voltages={p.id: p.voltage_v for p in site.ports},
+        site_config=site_config,
+        coordinator=coordinator,
+        start=start,
     )
 
 
-def _events(value: Value, port_ids: list[str]) -> tuple[Event, ...]:
+def _coordinator(value: Value) -> CoordinatorSpec:
+    fields = value.mapping(_COORDINATOR_KEYS)
+
+    def seconds(key: str, default: float) -> float:
+        item = fields.get(key)
+        return default if item is None else item.duration()
+
+    latency = seconds("latency", 0.2)
+    jitter = seconds("jitter", 0.0)
+    margin = seconds("latency_margin", max(1.0, latency + jitter))
+    if latency + jitter > margin:
+        (fields.get("latency_margin") or value).fail(
+            f"latency {latency:g} s + jitter {jitter:g} s exceeds the coordinator's latency "
+            f"margin {margin:g} s: the cross-station invariant assumes messages arrive within it"
+        )
+    try:
+        settings = CoordinatorSettings(
+            valid_s=seconds("valid_s", 30.0),
+            publish_period_s=seconds("period_s", 5.0),
+            latency_margin_s=margin,
+            station_silent_s=seconds("silent_s", 15.0),
+            rise_delay_s=seconds("rise_delay", DEFAULT_RISE_DELAY_S),
+        )
+    except ValueError as exc:
+        value.fail(str(exc))
+    telemetry = seconds("telemetry", DEFAULT_TELEMETRY_PERIOD_S)
+    if not telemetry > 0.0:
+        (fields.get("telemetry") or value).fail("must be > 0")
+    return CoordinatorSpec(settings, latency, jitter, telemetry)
+
+
+def _check_events(
+    value: Value, events: tuple[Event, ...], site: SiteConfig | None, coordinated: bool
+) -> None:
+    root_kw = (
+        next((g.limit_kw for g in site.spec.groups if g.parent is None), None) if site else None
+    )
+    for event in events:
+        if (event.station is not None or event.coordinator_restart) and not coordinated:
+            value.fail(
+                "station: on a link event and coordinator: restart need a coordinated site "
+                "scenario (coordinator: at the top level)"
+            )
+        dlm = site is not None and (bool(site.meters) or root_kw is not None)
+        if event.site_load_kw is not None and site is not None and not dlm:
+            value.fail("site_load_kw needs a group with meter: or a root limit_kw")
+
+
+def _events(value: Value, port_ids: list[str], stations: tuple[str, ...] = ()) -> tuple[Event, ...]:
     events = []
     for item in value.sequence():
         fields = item.mapping(_EVENT_KEYS, ("at",))
@@ -143,14 +263,27 @@ def _events(value: Value, port_ids: list[str]) -> tuple[Event, ...]:
         at = at_v.duration()
         if at < 0:
             at_v.fail("must be >= 0")
-        kinds = [k for k in ("link", "fault", "site_load_kw") if k in fields]
+        kinds = [k for k in ("link", "fault", "site_load_kw", "coordinator") if k in fields]
         if len(kinds) != 1:
-            item.fail("an event has exactly one of link:, fault:, site_load_kw:")
+            item.fail("an event has exactly one of link:, fault:, site_load_kw:, coordinator:")
+        station_v = fields.get("station")
+        if station_v is not None and "link" not in fields:
+            station_v.fail("only a link: event names a station")
         if (link := fields.get("link")) is not None:
             word = link.string()
             if word not in ("up", "down"):
                 link.fail(f"{word!r} is not allowed (allowed: up, down)")
-            events.append(Event(at, link_up=word == "up"))
+            station = None
+            if station_v is not None:
+                station = station_v.ident()
+                if station not in stations:
+                    station_v.fail(f"no station {station!r} (stations: {', '.join(stations)})")
+            events.append(Event(at, link_up=word == "up", station=station))
+        elif (coord := fields.get("coordinator")) is not None:
+            word = coord.string()
+            if word != "restart":
+                coord.fail(f"{word!r} is not allowed (allowed: restart)")
+            events.append(Event(at, coordinator_restart=True))
         elif (fault := fields.get("fault")) is not None:
             f = fault.mapping(_FAULT_KEYS, ("port", "kind"))
             port_v, kind_v = f.require("port"), f.require("kind")

@@ -6,28 +6,47 @@ scenario, feeds the scenario's events in, and watches. What it reports is comput
 the simulated hardware actually did (the vehicles' real draw, the offers on the pilots), never
 from what the controller intended, and the safe-offer invariant is re-checked here
 independently of the controller's own bookkeeping.
+
+A site scenario with ``coordinator:`` runs as the product would be deployed: every station of
+the site its own `Station` with its local tree (`SiteConfig.station_spec`) and a
+`LinkedController`, on its own view of one shared simulated bus, and a `CoordinatorCore` over the
+whole site tree, talking through the in-process transport (firmware.link.inprocess) with the
+real message codecs; `firmware.runner.SiteRunner` ticks them all in virtual time. The checker
+then checks the whole site tree over every port, against the coordinator's limits in force.
+Without ``coordinator:`` a site runs as one controller, as before; a site's time-of-use
+schedules and site meters then move that controller's limits (`controller.dynamic`).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from controller.allocate import PortRequest, allocate
 from controller.core import Controller
+from controller.dynamic import dynamic_limits, next_change
 from controller.limits import LimitTree
 from controller.model import SiteSpec
+from controller.site import SiteConfig, SiteMeterSpec
 from firmware.app import control_settings
+from firmware.link import topics
+from firmware.link.coordinator import CoordinatorCore
+from firmware.link.inprocess import InProcessTransport
+from firmware.link.messages import encode_limits
+from firmware.link.station_link import LinkedController, StationLink
 from firmware.port import Mode
-from firmware.runner import VirtualRunner
+from firmware.runner import SiteRunner, VirtualRunner
 from firmware.station import Allocator, Snapshot, Station
-from hal.sim.bus import SimBus
+from hal.interfaces import PortHardware
+from hal.sim.bus import SimBus, SimJumper
 from tools.scenario import Scenario
 
 # DESIGN.md "The safe-offer invariant": an EV may take up to 5 s to follow a lower offer.
@@ -323,11 +342,16 @@ def simulate(
 ) -> SimResult:
     """Run ``scenario`` (optionally only its first ``duration_s``) and summarise it."""
     until = scenario.duration_s if duration_s is None else min(duration_s, scenario.duration_s)
+    if scenario.coordinator is not None:
+        return _simulate_site(scenario, until, trace_dir, keep_series, progress)
     station, bus, tree = build(scenario, controller_factory)
     runner = VirtualRunner(station)
+    dynamic = _Dynamic(scenario, station, tree, runner) if _has_dynamic(scenario) else None
     for event in scenario.events:
         if event.at <= until:
-            runner.at(event.at, _action(event, station, bus, tree))
+            runner.at(event.at, _action(event, station, bus, tree, dynamic))
+    if dynamic is not None:
+        dynamic.schedule(until)
     recorder = _Recorder(scenario, bus, tree, trace_dir, keep_series)
     step: Callable[[Snapshot], None] = recorder
     if progress is not None:
@@ -349,16 +373,65 @@ def simulate(
     return SimResult(summary, recorder.breaches, recorder.series)
 
 
-def _action(event: Any, station: Station, bus: SimBus, tree: LimitTree) -> Callable[[], None]:
+def _action(
+    event: Any,
+    station: Station,
+    bus: SimBus,
+    tree: LimitTree,
+    dynamic: _Dynamic | None = None,
+) -> Callable[[], None]:
     def run() -> None:
         if event.link_up is not None:
             station.link_up = event.link_up
         elif event.fault_kind is not None:
             bus.inject(event.fault_port, event.fault_kind, active=not event.fault_clear)
         elif event.site_load_kw is not None:
-            _apply_site_load(station, tree, event.site_load_kw)
+            if dynamic is not None and dynamic.site.meters:
+                dynamic.site_load_kw = event.site_load_kw
+                dynamic.apply()
+            else:
+                _apply_site_load(station, tree, event.site_load_kw)
 
     return run
+
+
+def _has_dynamic(scenario: Scenario) -> bool:
+    site = scenario.site_config
+    return site is not None and bool(site.schedules or site.meters)
+
+
+class _Dynamic:
+    """Time of use and site meters for a site run as one controller: the limits from
+    `controller.dynamic` at every schedule boundary and site-load event (the meter reads the
+    last ``site_load_kw`` continuously; none yet: the conservative limit)."""
+
+    def __init__(
+        self, scenario: Scenario, station: Station, tree: LimitTree, runner: VirtualRunner
+    ) -> None:
+        assert scenario.site_config is not None
+        self.site = scenario.site_config
+        self.start = scenario.start
+        self.station = station
+        self.tree = tree
+        self.runner = runner
+        self.site_load_kw: float | None = None
+
+    def apply(self) -> None:
+        wall = self.start + timedelta(seconds=self.runner.now)
+        readings = dict.fromkeys(self.site.meters, self.site_load_kw)
+        set_tree = getattr(self.station.controller, "set_tree", None)
+        if set_tree is not None:
+            set_tree(self.tree.with_limits(dynamic_limits(self.site, wall, readings)))
+
+    def schedule(self, until: float) -> None:
+        self.runner.at(0.0, self.apply)
+        wall = self.start
+        while (boundary := next_change(self.site, wall)) is not None:
+            t = (boundary - self.start).total_seconds()
+            if t > until:
+                break
+            self.runner.at(t, self.apply)
+            wall = boundary
 
 
 def _apply_site_load(station: Station, tree: LimitTree, site_load_kw: float) -> None:
@@ -403,3 +476,236 @@ def _summary(scenario: Scenario, rec: _Recorder, until: float, wall_s: float) ->
 
 def summary_json(summary: Mapping[str, Any]) -> str:
     return json.dumps(summary, indent=2)
+
+
+# --- a site of stations under a coordinator ------------------------------------------------
+
+
+class _BusView:
+    """One station's ports of the site's shared simulated bus: that station's `Hardware`."""
+
+    def __init__(self, bus: SimBus, port_ids: Sequence[str]) -> None:
+        self._bus = bus
+        self._ports = tuple(PortHardware(p, p, p, p) for p in map(bus.port, port_ids))
+        self._jumper = SimJumper(False)
+
+    @property
+    def ports(self) -> Sequence[PortHardware]:
+        return self._ports
+
+    @property
+    def jumper(self) -> SimJumper:
+        return self._jumper
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for hw in self._ports:
+            hw.pilot.steady()
+            hw.contactor.command(False)
+        self._bus.advance(self._bus.now)
+
+    def advance(self, now: float) -> None:
+        self._bus.advance(now)
+
+    def next_change(self, now: float) -> float | None:
+        return self._bus.next_change(now)
+
+
+def _coordinated_site(scenario: Scenario) -> SiteConfig:
+    """The site the coordinator runs. Without a meter: group, ``site_load_kw`` events lower
+    the root's kW limit as they do for one controller (an implicit meter on the root that
+    reads the root's own limit until the first event)."""
+    site = scenario.site_config
+    assert site is not None
+    if site.meters or not any(e.site_load_kw is not None for e in scenario.events):
+        return site
+    root = next(g for g in site.spec.groups if g.parent is None)
+    assert root.limit_kw is not None  # tools.scenario refuses the event otherwise
+    meter = SiteMeterSpec(max_kw=root.limit_kw, conservative_kw=root.limit_kw)
+    return dataclasses.replace(site, meters={root.id: meter})
+
+
+class _Site:
+    """A coordinated site: stations with their links, the coordinator, the transport."""
+
+    def __init__(self, scenario: Scenario, bus: SimBus) -> None:
+        spec = scenario.coordinator
+        assert spec is not None
+        self.scenario = scenario
+        self.spec = spec
+        self.config = _coordinated_site(scenario)
+        self.site_id = self.config.spec.id
+        self.transport = InProcessTransport(
+            spec.latency_s, jitter_s=spec.jitter_s, seed=scenario.seed
+        )
+        self.coordinator = CoordinatorCore(self.config, spec.settings)
+        self.restarts = 0
+        self.links: dict[str, StationLink] = {}
+        self.stations: dict[str, Station] = {}
+        for sid in self.config.stations:
+            local = self.config.station_spec(sid)
+            pids = [p.id for p in local.ports]
+            link = StationLink(
+                self.site_id,
+                sid,
+                pids,
+                telemetry_period_s=spec.telemetry_period_s,
+                rise_delay_s=spec.settings.rise_delay_s,
+            )
+            controller = Controller(LimitTree.from_spec(local), control_settings(scenario.control))
+            self.links[sid] = link
+            self.stations[sid] = Station(
+                local,
+                _BusView(bus, pids),
+                LinkedController(controller, link),
+                jumper=False,
+                port_config=scenario.port_config,
+            )
+        self._limits_topic = {topics.station_limits(self.site_id, s): s for s in self.links}
+        self._index = {sid: i for i, sid in enumerate(self.links)}
+        self._histories = [
+            [bus.history(p.id) for p in station.site.ports] for station in self.stations.values()
+        ]
+        self._order = {p.id: i for i, p in enumerate(scenario.site.ports)}
+        self.site_load_kw: float | None = None
+        self._dirty = True  # the coordinator has news (an event) beyond what it was sent
+        self.status: dict[str, str] = {}
+        self.fallback_s: dict[str, float] = dict.fromkeys(self.links, 0.0)
+        self.transitions: list[dict[str, Any]] = []
+        self._t_prev: float | None = None
+
+    def wall(self, now: float) -> Any:
+        return self.scenario.start + timedelta(seconds=now)
+
+    def restart_coordinator(self) -> None:
+        self.coordinator = CoordinatorCore(self.config, self.spec.settings)
+        self.restarts += 1
+        self._dirty = True
+
+    def before(self, now: float) -> list[int]:
+        heard = self._dirty
+        self._dirty = False
+        woken: list[int] = []
+        for topic, payload in self.transport.deliver(now):
+            sid = self._limits_topic.get(topic)
+            if sid is not None:
+                self.links[sid].receive_limits(now, payload)
+                woken.append(self._index[sid])
+            elif topic.endswith("/telemetry"):
+                self.coordinator.receive_telemetry(now, payload)
+                heard = True
+        if self.site_load_kw is not None:
+            for group in self.config.meters:
+                self.coordinator.set_meter(now, group, self.site_load_kw)
+        deadline = self.coordinator.next_deadline()
+        if not heard and deadline is not None and deadline > now:
+            return woken  # nothing new, no timer due: the step would decide the same
+        for msg in self.coordinator.step(now, self.wall(now)):
+            topic = topics.station_limits(self.site_id, msg.station)
+            self.transport.send(now, topic, encode_limits(msg))
+        return woken
+
+    def changed(self, index: int, now: float) -> bool:
+        """Whether a port of station ``index`` changed at ``now`` (the bus records changes)."""
+        return any(h and h[-1].t == now for h in self._histories[index])
+
+    def after(self, now: float, snaps: list[Snapshot]) -> None:
+        dt = 0.0 if self._t_prev is None else now - self._t_prev
+        self._t_prev = now
+        for (sid, link), snap in zip(self.links.items(), snaps, strict=True):
+            if self.status.get(sid, "sharing") != "sharing":
+                self.fallback_s[sid] += dt
+            status = link.status(now, snap)
+            if status != self.status.get(sid):
+                self.transitions.append({"t_s": round(now, 3), "station": sid, "status": status})
+                self.status[sid] = status
+            if link.telemetry_due(now, snap):
+                topic = topics.station_telemetry(self.site_id, sid)
+                self.transport.send(now, topic, link.telemetry(now, snap))
+
+    def deadlines(self) -> list[float | None]:
+        return [self.transport.next_delivery(), self.coordinator.next_deadline()]
+
+    def snapshot(self, now: float, snaps: list[Snapshot]) -> Snapshot:
+        """The whole site as one snapshot for the checker: every port, the site's limits."""
+        views = sorted((v for snap in snaps for v in snap.ports), key=lambda v: self._order[v.id])
+        return Snapshot(now, tuple(views), {}, self.coordinator.limits(), None)
+
+    def action(self, event: Any, bus: SimBus) -> Callable[[], None]:
+        def run() -> None:
+            if event.link_up is not None:
+                self.transport.set_up(event.link_up, event.station)
+            elif event.coordinator_restart:
+                self.restart_coordinator()
+            elif event.fault_kind is not None:
+                bus.inject(event.fault_port, event.fault_kind, active=not event.fault_clear)
+            elif event.site_load_kw is not None:
+                self.site_load_kw = event.site_load_kw
+                self._dirty = True
+
+        return run
+
+    def summary(self) -> dict[str, Any]:
+        t = self.transport
+        return {
+            "stations": len(self.links),
+            "messages": t.sent,
+            "delivered": t.delivered,
+            "dropped": t.dropped,
+            "fallback_s": {sid: round(v, 1) for sid, v in self.fallback_s.items()},
+            "transitions": self.transitions,
+            "rejected_by_stations": {
+                sid: dict(link.rejected) for sid, link in self.links.items() if link.rejected
+            },
+            "rejected_by_coordinator": dict(self.coordinator.rejected),
+            "coordinator_restarts": self.restarts,
+        }
+
+
+def _simulate_site(
+    scenario: Scenario,
+    until: float,
+    trace_dir: Path | None,
+    keep_series: bool,
+    progress: Callable[[float], None] | None,
+) -> SimResult:
+    tree = LimitTree.from_spec(scenario.site)
+    bus = SimBus(
+        [p.id for p in scenario.site.ports],
+        scenario.evs,
+        voltage_v=[p.voltage_v for p in scenario.site.ports],
+        jumper=False,
+        seed=scenario.seed,
+    )
+    site = _Site(scenario, bus)
+    runner = SiteRunner(
+        site.stations.values(),
+        bus,
+        before=site.before,
+        after=site.after,
+        deadlines=site.deadlines,
+        changed=site.changed,
+    )
+    for event in scenario.events:
+        if event.at <= until:
+            runner.at(event.at, site.action(event, bus))
+    recorder = _Recorder(scenario, bus, tree, trace_dir, keep_series)
+
+    def step(now: float, snaps: list[Snapshot]) -> None:
+        recorder(site.snapshot(now, snaps))
+        if progress is not None:
+            progress(now)
+
+    wall = time.perf_counter()
+    try:
+        runner.run(until, step)
+    finally:
+        recorder.close()
+    wall_s = time.perf_counter() - wall
+    summary = _summary(scenario, recorder, until, wall_s)
+    summary["link"] = site.summary()
+    if trace_dir is not None:
+        (trace_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return SimResult(summary, recorder.breaches, recorder.series)

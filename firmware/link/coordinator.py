@@ -1,0 +1,641 @@
+"""The coordinator's core, pure: station telemetry in, per-port limits out, for a whole site.
+
+One job: run the allocation core over the whole site tree (circuit / panel / site, with time
+of use and site meters) and decide which limits to publish to which station, such that the
+safe-offer invariant holds across stations, which only hear from it with a delay, may miss
+messages, and fall back by themselves (firmware.link.station_link). No clock, no I/O: ``now``
+is the coordinator's monotonic clock, ``wall`` its wall clock (time of use; message ``ts``).
+
+API (the contract the MQTT shell and the simulator code against)::
+
+    core = CoordinatorCore(site_config, CoordinatorSettings(valid_s=30, publish_period_s=5))
+    core.receive_telemetry(now, payload) -> bool   # refusals counted in core.rejected
+    core.station_offline(now, station)             # its status went "offline" (last will)
+    core.set_meter(now, group, kw)                 # a site meter reading (DLM); None: none
+    core.step(now, wall) -> list[Limits]           # the messages to publish now
+    core.next_deadline() -> float | None
+    core.limits() -> dict[str, float]              # the site's limit values as in force
+    core.station_status(now) -> dict[str, str]     # "sharing" or why it is reserved
+
+Refusals are counted in ``rejected`` by reason and logged once per episode: telemetry that
+fails the schema-1 codec ("json", "schema", "version", "value", "size"), comes from an
+unknown "station", names a "port" that is not that station's, is a "flood" (more than 20 a
+second per station), or a "replay" (``ts`` not after the last one, unless the station was
+offline or silent: it may have restarted); a site meter reading for a group without a meter,
+or not a number ("meter").
+
+How it stays safe. For every port the core keeps a *bound*: the most that port's station may
+be offering, or may have offered within the last 5 s (DESIGN.md "The safe-offer invariant"),
+given everything the core has sent and heard:
+
+* every limit sent to the station since the last one it acknowledged (telemetry carries the
+  ``ts`` of the limits in force; a station applies only newer ones, so its cap is one of
+  those), the acknowledged one included;
+* a *reserved* station (one that may be in fallback, or may get there before the core could
+  react: never acknowledged anything, telemetry status not "sharing", silent for
+  ``station_silent_s``, offline, or its last acknowledged limits old enough that they could
+  expire and its ports rise before others are brought down) also counts its fallback levels;
+* when the bound of a port drops (an acknowledgement, a station back to sharing), the old
+  value keeps counting for the EV response window after the core heard of it, unless the
+  station's telemetry shows the vehicle drawing at most its offer (then up to its draw plus
+  the meter tolerance, the same confirmation rule as `controller.sequence`).
+
+Decreases go out at once (they only lower any bound). An increase goes out only as far as the
+bounds of all other ports leave room under every limit. The allocation itself is a
+`controller.core.Controller` over the site tree with the stations' telemetry as observations
+(its offer window widened by the latency margin; waking vehicles left to the stations), run on
+the tree minus the reserved stations' bounds; a reserved station is sent its fallback levels (a
+decrease at once, an increase only into room), so that when it comes back it applies limits
+already counted for it. When a station shares again, the inner controller's round robin
+starts afresh: ports paused while room was held for it were not waiting their turn.
+
+Why reserved stations are safe: a station rises above ``min(last limit, fallback)`` only
+``rise_delay_s`` after its limits expire, i.e. at the earliest ``sent + valid_s +
+rise_delay_s`` of its last acknowledged message. The core reserves it at the latest ``EV
+response + latency margin`` before that, and sends the others their decreases at that moment:
+they have applied them (latency margin) and their vehicles followed (EV response) before the
+station can rise. When the coordinator itself goes away, the stations' own transition rule
+keeps them safe (firmware.link.station_link). Assumption: a station that is connected gets a
+message within ``latency_margin_s``; limits are never queued across a station reboot (the MQTT
+shell uses clean sessions).
+
+A fresh coordinator knows nothing of its predecessor's limits: until a station acknowledges one
+of its own messages it counts the cap the station reports (``limit_a``; its port maximum if it
+has not reported, for ``startup_hold_s``) plus its fallback, and sends it at most
+``min(reported cap, fallback)``, which never raises a station in any state it could be in.
+
+Limit decreases from time of use or a site meter apply at once to what is sent; the value
+reported by `limits` stays at the old value until the bounds fit under the new one or the EV
+response window plus twice the latency margin has passed (as `Controller.set_tree` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from controller.core import Controller, ControlSettings
+from controller.dynamic import dynamic_limits, next_change
+from controller.fallback import fallback_level
+from controller.limits import LOAD_TOLERANCE, LimitTree
+from controller.model import J1772_MIN_A, PortObservation
+from controller.sequence import floor_dA
+from controller.site import SiteConfig
+from firmware.link.messages import Limits, MessageError, PortTelemetry, decode_telemetry
+from firmware.link.station_link import DEFAULT_RISE_DELAY_S, EV_RESPONSE_S
+
+__all__ = ["CoordinatorCore", "CoordinatorSettings"]
+
+_log = logging.getLogger("ampshare.coordinator")
+
+# A confirming meter reading may be low by its accuracy (controller.core ControlSettings).
+CONFIRM_TOLERANCE_A = 0.5
+# Telemetry carries currents rounded to 1 mA (firmware.link.messages): a reading can be up to
+# half of that off, so a confirmation counts it against us both ways.
+TELEMETRY_RESOLUTION_A = 0.001
+# Messages kept per station while it acknowledges none (a silent station): older ones are
+# merged into their newer neighbour, which only ever widens the bound.
+_MAX_SENT = 64
+# Waking vehicles that do not resume (controller.rotation.WakeUp) is the stations' job: they
+# see the pilot on every tick. The coordinator would add its link latency to that 30 s timeout
+# and pause vehicles that only answered late, so its own wake-up never fires (ten years).
+_NEVER_S = 10 * 365 * 86400.0
+# Successive messages to one station get strictly increasing ts even within one wall tick.
+_TS_STEP = 0.001
+# A station sends telemetry every period and on changes, at most every 0.1 s
+# (firmware.link.station_link): 20 a second sustained, bursts of 50, is a flood beyond that.
+FLOOD_RATE = 20.0
+FLOOD_BURST = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    """The coordinator's timing. Stations must use the same ``rise_delay_s`` (or longer)."""
+
+    valid_s: float = 30.0
+    publish_period_s: float = 5.0
+    # Three telemetry periods (5 s) without a word: the station is treated as possibly in
+    # fallback (long before it could rise; this only reacts earlier than the ack rule).
+    station_silent_s: float = 15.0
+    # The longest a message to a connected station takes, broker included (loopback MQTT is
+    # a few ms; the simulator's default link is 200 ms).
+    latency_margin_s: float = 1.0
+    rise_delay_s: float = DEFAULT_RISE_DELAY_S
+    # How long a fresh coordinator counts a station it has never heard from at its port
+    # maximum (a predecessor's limits may still be in force); None: valid_s + rise_delay_s +
+    # latency margin, after which every station has surely fallen back or heard from us.
+    startup_hold_s: float | None = None
+    control: ControlSettings = field(default_factory=ControlSettings)
+
+    def __post_init__(self) -> None:
+        for name in ("valid_s", "publish_period_s", "station_silent_s", "rise_delay_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0.0):
+                raise ValueError(f"{name} must be > 0 and finite, not {value}")
+        if not (math.isfinite(self.latency_margin_s) and self.latency_margin_s >= 0.0):
+            raise ValueError("latency_margin_s must be >= 0 and finite")
+        if self.valid_s < 2.0 * self.publish_period_s + self.latency_margin_s:
+            raise ValueError(
+                "valid_s must cover two publish periods and the latency margin, or stations "
+                "fall back between two regular messages"
+            )
+        # firmware.link.station_link: the stations' expiries spread over one period, one more
+        # for a lost last message, plus latency each side; the EV response comes on top.
+        need = EV_RESPONSE_S + 2.0 * self.publish_period_s + 2.0 * self.latency_margin_s
+        if self.rise_delay_s < need - 1e-9:
+            raise ValueError(
+                f"rise_delay_s {self.rise_delay_s:g} s is too short for a "
+                f"{self.publish_period_s:g} s publish period (at least {need:g} s: EV response, "
+                "two periods, latency)"
+            )
+
+    @property
+    def hold_s(self) -> float:
+        if self.startup_hold_s is not None:
+            return self.startup_hold_s
+        return self.valid_s + self.rise_delay_s + self.latency_margin_s
+
+    @property
+    def window_s(self) -> float:
+        """How long a dropped bound keeps counting after the coordinator hears of it."""
+        return EV_RESPONSE_S + self.latency_margin_s
+
+
+def _restart_round_robin(controller: Controller) -> None:
+    """Forget who waits and every resume hold (served accounts stay): the same clean slate
+    `Controller.update` starts from when its link returns. (Controller has no public call for
+    it; this reaches into its round-robin state rather than faking a link toggle, which would
+    also run a fallback tick through its sequencer.)"""
+    controller._rotation.reset()
+    controller._leftover.reset()
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    ts: float
+    at: float  # coordinator time it was sent
+    values: dict[str, float]
+
+
+@dataclass(slots=True)
+class _Station:
+    id: str
+    ports: tuple[str, ...]
+    sent: list[_Sent] = field(default_factory=list)  # since the acknowledged one (included)
+    acked: _Sent | None = None
+    heard_at: float | None = None
+    tel_ts: float | None = None
+    status: str | None = None
+    offline: bool = False
+    telemetry: dict[str, PortTelemetry] = field(default_factory=dict)
+    published: dict[str, float] | None = None
+    seq: int = 0
+    last_ts: float = -math.inf
+    tokens: float = FLOOD_BURST
+    tokens_at: float | None = None
+
+    def take_token(self, now: float) -> bool:
+        if self.tokens_at is not None and now > self.tokens_at:
+            self.tokens = min(FLOOD_BURST, self.tokens + (now - self.tokens_at) * FLOOD_RATE)
+        if self.tokens_at is None or now > self.tokens_at:
+            self.tokens_at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+class CoordinatorCore:
+    """Shares a site's limits between its stations through limit messages (module docstring)."""
+
+    def __init__(self, site: SiteConfig, settings: CoordinatorSettings | None = None) -> None:
+        self.site = site
+        self.settings = settings = settings or CoordinatorSettings()
+        self.site_id = site.spec.id
+        self._base = LimitTree.from_spec(site.spec)
+        control = dataclasses.replace(
+            settings.control,
+            offer_window_s=settings.control.offer_window_s + settings.latency_margin_s,
+            wake_timeout_s=_NEVER_S,
+        )
+        self.controller = Controller(self._base, control)
+        self._inner_key: tuple[object, ...] | None = None
+        self._inner_reserved: frozenset[str] = frozenset()
+        self._stations = {
+            sid: _Station(sid, tuple(ports)) for sid, ports in sorted(site.stations.items())
+        }
+        self._station_of = {p: s for s, ports in site.stations.items() for p in ports}
+        ports = self._base.ports
+        self._fallback = {pid: fallback_level(p) for pid, p in ports.items()}
+        self._min = {pid: max(p.min_a, J1772_MIN_A) for pid, p in ports.items()}
+        self._struct: dict[str, float] = {}
+        self._linger: dict[str, list[tuple[float, float]]] = {pid: [] for pid in ports}
+        self._sessions: dict[str, tuple[float | None, float]] = {}
+        self._meters: dict[str, tuple[float | None, float]] = {}
+        self._reported: dict[str, float] | None = None
+        self._holds: dict[str, tuple[float, float]] = {}
+        self._start: float | None = None
+        self._publish_all_at: float | None = None  # every station gets a message then
+        self._boundary: tuple[datetime, datetime | None] | None = None  # (wall, next TOU change)
+        self._deadline: tuple[float | None] | None = None  # cached until an input or a step
+        self._now: float | None = None
+        self._wall: tuple[float, datetime] | None = None
+        self._tree = self._base
+        self.rejected: Counter[str] = Counter()
+        self._episode: Counter[str] = Counter()
+        self.accepted = 0
+
+    @property
+    def stations(self) -> Mapping[str, tuple[str, ...]]:
+        return self.site.stations
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def receive_telemetry(self, now: float, payload: bytes) -> bool:
+        """Validate and take one station's telemetry received at ``now``; False: refused."""
+        self._begin(now)
+        try:
+            tel = decode_telemetry(payload)
+        except MessageError as exc:
+            return self._reject(exc.reason, str(exc))
+        s = self._stations.get(tel.station)
+        if s is None:
+            return self._reject("station", f"unknown station {tel.station!r}")
+        if not s.take_token(now):
+            return self._reject("flood", f"station {s.id}: more than {FLOOD_RATE:g} messages/s")
+        unknown = sorted(set(tel.ports) - set(s.ports))
+        if unknown:
+            return self._reject("port", f"station {s.id}: unknown port(s) {', '.join(unknown)}")
+        fresh = s.heard_at is None or now - s.heard_at > self.settings.station_silent_s
+        if s.tel_ts is not None and tel.ts <= s.tel_ts and not (fresh or s.offline):
+            return self._reject(
+                "replay", f"station {s.id}: ts {tel.ts!r} is not after {s.tel_ts!r}"
+            )
+        self.accepted += 1
+        if self._episode:
+            _log.info("telemetry accepted again after %d refused", sum(self._episode.values()))
+            self._episode.clear()
+        s.tel_ts = tel.ts
+        s.heard_at = now
+        s.status = tel.status
+        s.offline = False
+        s.telemetry.update(tel.ports)
+        if tel.limits_ts is not None:
+            self._ack(s, tel.limits_ts)
+        for pid, p in tel.ports.items():
+            self._session(now, pid, p)
+        self._refresh(now)
+        tol = CONFIRM_TOLERANCE_A
+        res = TELEMETRY_RESOLUTION_A
+        for pid, p in tel.ports.items():
+            drawn = p.drawn_a
+            if drawn is None or drawn + res > p.offered_a + tol:
+                continue
+            # The vehicle is at or under its offer: what it may still draw from an older,
+            # higher cap is its reading plus the meter's tolerance (controller.sequence).
+            floor = self._struct[pid]
+            # (No "0 A is no current at all" shortcut: 0 on the wire may be up to 0.5 mA.)
+            ceiling = max(floor, drawn + tol + res)
+            self._linger[pid] = [
+                (until, min(v, ceiling))
+                for until, v in self._linger[pid]
+                if min(v, ceiling) > floor
+            ]
+        return True
+
+    def station_offline(self, now: float, station: str) -> None:
+        """The station's status says it is gone (MQTT last will): reserve it now."""
+        self._begin(now)
+        s = self._stations.get(station)
+        if s is None:
+            return
+        if not s.offline:
+            _log.warning("station %s is offline: its fallback levels are reserved", station)
+        s.offline = True
+        s.tel_ts = None  # a restarted station's clock starts again
+        self._refresh(now)
+
+    def set_meter(self, now: float, group: str, kw: float | None) -> bool:
+        """A site meter reading for ``group`` (unmanaged load, kW) taken at ``now``; None says
+        there is none. An unknown group or a non-finite value is refused (counted "meter")."""
+        self._begin(now)
+        if group not in self.site.meters:
+            return self._reject("meter", f"no meter configured on group {group!r}")
+        if kw is not None and not math.isfinite(kw):
+            return self._reject("meter", f"group {group}: reading {kw!r} is not a number")
+        self._meters[group] = (kw, now)
+        return True
+
+    def _reject(self, reason: str, detail: str) -> bool:
+        self.rejected[reason] += 1
+        if not self._episode[reason]:
+            _log.warning("refused (%s): %s; counting further ones silently", reason, detail)
+        self._episode[reason] += 1
+        return False
+
+    def _begin(self, now: float) -> None:
+        self._deadline = None
+        if self._start is None:
+            self._start = now
+
+    def _ack(self, s: _Station, ts: float) -> None:
+        if s.acked is not None and ts <= s.acked.ts:
+            return
+        for k, sent in enumerate(s.sent):
+            if sent.ts == ts:
+                s.acked = sent
+                del s.sent[:k]
+                return
+        # Not one of ours (a predecessor's, or pruned): it proves nothing about our messages.
+
+    def _session(self, now: float, pid: str, p: PortTelemetry) -> None:
+        # Session order by when the coordinator first saw it: the stations' clocks differ.
+        if not p.connected:
+            self._sessions.pop(pid, None)
+            return
+        known = self._sessions.get(pid)
+        if known is None or (p.session_start is not None and known[0] != p.session_start):
+            self._sessions[pid] = (p.session_start, now)
+
+    # --- bounds ---------------------------------------------------------------------------
+
+    def _reason(self, s: _Station, now: float) -> str | None:
+        """Why a station is reserved at its fallback levels, or None: it is sharing."""
+        st = self.settings
+        if s.offline:
+            return "offline"
+        if s.acked is None:
+            return "unknown"
+        if s.heard_at is None or now - s.heard_at > st.station_silent_s:
+            return "silent"
+        if s.status != "sharing":
+            return s.status or "unknown"
+        if now >= self._overdue_at(s):
+            return "overdue"
+        return None
+
+    def _overdue_at(self, s: _Station) -> float:
+        st = self.settings
+        assert s.acked is not None
+        lead = EV_RESPONSE_S + st.latency_margin_s
+        return s.acked.at + st.valid_s + st.rise_delay_s - lead
+
+    def _structural(self, s: _Station, pid: str, reserved: bool, now: float) -> float:
+        # Since the acknowledged one (pruned on each ack), or all of ours before any ack.
+        values = [e.values[pid] for e in s.sent]
+        if s.acked is None:
+            tel = s.telemetry.get(pid)
+            cap = self._base.ports[pid].cap_a
+            if tel is not None:
+                values.append(cap if tel.limit_a is None else min(tel.limit_a, cap))
+            elif self._start is not None and now < self._start + self.settings.hold_s:
+                values.append(cap)
+        if reserved:
+            values.append(self._fallback[pid])
+        return max(values, default=0.0)
+
+    def _refresh(self, now: float) -> None:
+        window = self.settings.window_s
+        for s in self._stations.values():
+            reserved = self._reason(s, now) is not None
+            for pid in s.ports:
+                new = self._structural(s, pid, reserved, now)
+                old = self._struct.get(pid)
+                if old is not None and new < old:
+                    self._linger[pid].append((now + window, old))
+                self._struct[pid] = new
+                self._linger[pid] = [(u, v) for u, v in self._linger[pid] if u > now and v > new]
+
+    def bounds(self) -> dict[str, float]:
+        """Per port, the most its station may be offering now, as far as the core knows."""
+        return {
+            pid: max([self._struct.get(pid, 0.0), *(v for _, v in self._linger[pid])])
+            for pid in self._base.ports
+        }
+
+    # --- the step ---------------------------------------------------------------------------
+
+    def step(self, now: float, wall: datetime) -> list[Limits]:
+        """Decide and return the limit messages to publish now (changed ones, and every
+        station's every ``publish_period_s``)."""
+        self._begin(now)
+        if self._now is not None and now < self._now:
+            raise ValueError(f"time went backwards: {now} < {self._now}")
+        self._now = now
+        self._wall = (now, wall)
+        self._refresh(now)
+        reasons = {sid: self._reason(s, now) for sid, s in self._stations.items()}
+        reserved = [p for sid, s in self._stations.items() if reasons[sid] for p in s.ports]
+        tree = self._base.with_limits(dynamic_limits(self.site, wall, self._meter_readings(now)))
+        self._tree = tree
+        bounds = self.bounds()
+
+        decision = self._allocate(now, tree, reserved, bounds)
+        targets: dict[str, float] = {}
+        for sid, s in self._stations.items():
+            for pid in s.ports:
+                targets[pid] = self._fallback[pid] if reasons[sid] else decision[pid]
+        published = self._sequence(tree, targets, bounds)
+
+        messages = self._messages(now, wall, published)
+        self._refresh(now)
+        self._report(now, tree)
+        return messages
+
+    def _allocate(
+        self, now: float, tree: LimitTree, reserved: list[str], bounds: Mapping[str, float]
+    ) -> dict[str, float]:
+        """The allocation core over the site minus the reserved stations' bounds."""
+        limits = tree.limits()
+        if reserved:
+            loads = tree.loads({pid: bounds[pid] for pid in reserved})
+            limits = {lid: max(0.0, v - loads[lid]) for lid, v in limits.items()}
+        caps = dict.fromkeys(reserved, 0.0)
+        key = (tuple(sorted(limits.items())), tuple(sorted(caps)))
+        if key != self._inner_key:
+            self.controller.set_tree(self._base.with_limits(limits).with_port_caps(caps))
+            self._inner_key = key
+        now_reserved = frozenset(reserved)
+        if self._inner_reserved - now_reserved:
+            # A station shares again: the room held for it is back in the inner tree. Ports
+            # paused while it was held (its own, and others' squeezed out by its bound) were
+            # not waiting their round-robin turn, and its resume hysteresis (minimum + 1 A
+            # held 60 s, while the others have taken that room) would keep them at 0 until
+            # the next re-rank (15 min). Start round robin afresh, as the controller does
+            # when its link returns; served accounts are kept. Safety does not rest on it:
+            # whatever the inner controller decides, `_sequence` raises a port only into
+            # room that every other port's bound leaves, reserved stations' included.
+            _restart_round_robin(self.controller)
+        self._inner_reserved = now_reserved
+        observations: dict[str, PortObservation] = {}
+        for s in self._stations.values():
+            for pid, p in s.telemetry.items():
+                session = self._sessions.get(pid)
+                observations[pid] = PortObservation(
+                    connected=p.connected,
+                    requesting=p.requesting,
+                    metered_a=p.drawn_a,
+                    session_start=None if session is None else session[1],
+                )
+        return dict(self.controller.update(now, observations).offers)
+
+    def _current(self, s: _Station, pid: str) -> float | None:
+        """What the port was last sent; for a station never sent anything, what is certainly
+        at or under its cap in every state it could be in (module docstring)."""
+        if s.published is not None:
+            return s.published[pid]
+        tel = s.telemetry.get(pid)
+        if tel is None:
+            return None  # never heard: nothing safe to say yet
+        reported = 0.0 if tel.limit_a is None else tel.limit_a
+        return min(reported, self._fallback[pid])
+
+    def _sequence(
+        self, tree: LimitTree, targets: Mapping[str, float], bounds: Mapping[str, float]
+    ) -> dict[str, float | None]:
+        pub: dict[str, float | None] = {}
+        for s in self._stations.values():
+            for pid in s.ports:
+                cur = self._current(s, pid)
+                target = floor_dA(targets[pid])
+                pub[pid] = None if cur is None else min(cur, target)
+        eff = dict(bounds)
+        rising = sorted(
+            (pid for pid, cur in pub.items() if cur is not None and targets[pid] > cur),
+            key=lambda q: (pub[q], q),
+        )
+        for pid in rising:
+            cur = pub[pid]
+            assert cur is not None
+            others = {q: a for q, a in eff.items() if q != pid}
+            new = min(floor_dA(targets[pid]), floor_dA(tree.room(others, pid)))
+            if new <= cur or (cur == 0.0 and new < self._min[pid]):
+                continue
+            pub[pid] = new
+            eff[pid] = max(eff[pid], new)
+        return pub
+
+    def _messages(
+        self, now: float, wall: datetime, published: Mapping[str, float | None]
+    ) -> list[Limits]:
+        out: list[Limits] = []
+        # Every station every period, all at once (one tick in virtual time; and the
+        # stations' expiries then spread over at most one period if the coordinator stops).
+        everyone = self._publish_all_at is None or now >= self._publish_all_at
+        if everyone:
+            self._publish_all_at = now + self.settings.publish_period_s
+        wall_ts = wall.timestamp()
+        for s in self._stations.values():
+            values: dict[str, float] = {}
+            for pid in s.ports:
+                v = published[pid]
+                if v is None:
+                    break
+                values[pid] = v
+            else:
+                if not (everyone or s.published is None or values != s.published):
+                    continue
+                ts = max(wall_ts, s.last_ts + _TS_STEP)
+                msg = Limits(
+                    site=self.site_id,
+                    station=s.id,
+                    seq=s.seq,
+                    ts=ts,
+                    valid_s=self.settings.valid_s,
+                    ports=values,
+                )
+                s.seq += 1
+                s.last_ts = ts
+                s.published = values
+                s.sent.append(_Sent(ts, now, values))
+                if len(s.sent) > _MAX_SENT:
+                    first, second = s.sent[0], s.sent[1]
+                    wider = {p: max(first.values[p], second.values[p]) for p in s.ports}
+                    s.sent[0:2] = [_Sent(second.ts, second.at, wider)]
+                out.append(msg)
+        return out
+
+    def _report(self, now: float, tree: LimitTree) -> None:
+        window = EV_RESPONSE_S + 2.0 * self.settings.latency_margin_s
+        if self._reported is None:  # the first step: nothing ran under older limits
+            self._reported = tree.limits()
+            return
+        loads = tree.loads(self.bounds())
+        for lid, value in tree.limits().items():
+            before = self._reported.get(lid, value)
+            hold = self._holds.get(lid)
+            if value < before - LOAD_TOLERANCE:
+                held = before if hold is None else max(hold[0], before)
+                hold = (held, now + window)
+                self._holds[lid] = hold
+            if hold is not None and (
+                value >= hold[0] or loads[lid] <= value + LOAD_TOLERANCE or now >= hold[1]
+            ):
+                del self._holds[lid]
+                hold = None
+            self._reported[lid] = value if hold is None else max(value, hold[0])
+
+    def _meter_readings(self, now: float) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for gid, meter in self.site.meters.items():
+            reading = self._meters.get(gid)
+            fresh = reading is not None and now - reading[1] <= meter.stale_s
+            out[gid] = reading[0] if fresh and reading is not None else None
+        return out
+
+    # --- outputs ------------------------------------------------------------------------------
+
+    def limits(self) -> dict[str, float]:
+        """Every limit of the site tree as in force now: time of use and site meters applied,
+        a lowered one held at its old value until the stations have followed (docstring)."""
+        return dict(self._tree.limits() if self._reported is None else self._reported)
+
+    def tree(self) -> LimitTree:
+        """The site tree with the dynamic limits of the last step."""
+        return self._tree
+
+    def station_status(self, now: float) -> dict[str, str]:
+        """Per station: "sharing", or why its fallback levels are reserved ("unknown",
+        "silent", "offline", "fallback", "inhibited", "overdue")."""
+        return {sid: self._reason(s, now) or "sharing" for sid, s in self._stations.items()}
+
+    def next_deadline(self) -> float | None:
+        """The next time `step` would decide differently with no new input."""
+        if self._deadline is None:
+            self._deadline = (self._next_deadline(),)
+        return self._deadline[0]
+
+    def _next_deadline(self) -> float | None:
+        now = self._now
+        if now is None:
+            return None
+        st = self.settings
+        times: list[float | None] = [self.controller.next_deadline()]
+        times.append(self._publish_all_at)
+        for s in self._stations.values():
+            if s.heard_at is not None:
+                times.append(s.heard_at + st.station_silent_s + 1e-6)
+            if s.acked is not None:
+                times.append(self._overdue_at(s))
+        for entries in self._linger.values():
+            times.extend(u for u, _ in entries)
+        if self._start is not None:
+            times.append(self._start + st.hold_s)
+        for gid, (_, at) in self._meters.items():
+            times.append(at + self.site.meters[gid].stale_s + 1e-6)
+        times.extend(until for _, until in self._holds.values())
+        if self._wall is not None:
+            at, wall = self._wall
+            cached = self._boundary
+            if cached is None or wall < cached[0] or (cached[1] is not None and wall >= cached[1]):
+                cached = self._boundary = (wall, next_change(self.site, wall))
+            boundary = cached[1]
+            if boundary is not None:
+                times.append(at + (boundary - wall).total_seconds())
+        due = [t for t in times if t is not None and t > now]
+        return min(due) if due else None

@@ -1,0 +1,119 @@
+"""``ampshare coordinator``: refusals of bad input (exit 2), and a real run against Mosquitto
+with a Modbus site meter served by pymodbus's own server and a station linked to it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from mosquitto import Mosquitto
+from sitelink import ev, station_yaml
+
+from firmware.app import build_station
+from firmware.config import load_station
+from firmware.runner import RealtimeRunner
+from hal.clock import StationClock
+from hal.modbus.server import MeterServer
+from tools.cli import main as ampshare
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+SITE = FIXTURES / "link" / "site-3x2.yaml"
+
+SITE_WITH_METER = """\
+site: m1
+voltage_v: 208
+groups:
+  - id: site
+    limit_kw: 20
+    meter: {{url: "{url}", conservative_kw: 4, stale_s: 10s}}
+  - {{id: feed, parent: site, breaker_a: 40}}
+ports:
+  - {{id: st1.1, group: feed, max_a: 30, fallback_a: 8}}
+  - {{id: st1.2, group: feed, max_a: 30, fallback_a: 8}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([str(FIXTURES / "config" / "site-cycle.yaml")], "site-cycle.yaml:"),
+        (["/nonexistent/site.yaml"], "cannot read the file"),
+        ([str(SITE), "--broker", "http://127.0.0.1:1883"], "not a broker URL"),
+        ([str(SITE), "--broker", "mqtt://127.0.0.1:99999"], "not a TCP port"),
+        ([str(SITE), "--broker", "mqtt://h", "--tls-ca", "ca.pem"], "mqtts"),
+        ([str(SITE), "--password-file", "/nonexistent", "--username", "u"], "password-file"),
+        ([str(SITE), "--valid", "4s"], "valid_s must cover"),
+        ([str(SITE), "--period", "10s"], "rise_delay_s"),
+    ],
+)
+def test_bad_input_exits_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "--broker" not in args:
+        args = [*args, "--broker", "mqtt://127.0.0.1:1883"]
+    assert ampshare(["coordinator", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_bad_site_meter_url_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = tmp_path / "site.yaml"
+    site.write_text(SITE_WITH_METER.format(url="modbus-tcp://127.0.0.1:502?unit=1&model=nope"))
+    assert ampshare(["coordinator", str(site), "--broker", "mqtt://127.0.0.1:1883"]) == 2
+    assert "site meter of group site" in capsys.readouterr().err
+
+
+def test_coordinator_command_shares_with_a_station_and_reads_the_site_meter(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    async def main() -> str:
+        server = MeterServer("sdm630")
+        await server.start()
+        server.set(1, watts=12_000.0)  # 12 kW unmanaged: 20 - 12 = 8 kW left for the cars
+        site = tmp_path / "site.yaml"
+        site.write_text(
+            SITE_WITH_METER.format(url=f"{server.url_base}?unit=1&model=sdm630&interval=0.1")
+        )
+        station_file = tmp_path / "st1.yaml"
+        station_file.write_text(station_yaml("st1", "m1", mosquitto.url, [ev(1, 0), ev(2, 0)]))
+        clock = StationClock()
+        station = build_station(load_station(station_file), clock=clock)
+        runner = RealtimeRunner(station, clock=clock)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "coordinator",
+            str(site),
+            "--broker",
+            mosquitto.url,
+            "--for",
+            "4s",
+            "--no-live",
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        running = asyncio.create_task(runner.run())
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+        finally:
+            runner.stop()
+            await running
+            await server.stop()
+        assert proc.returncode == 0, err.decode()
+        snap = station.last
+        assert snap is not None
+        # 8 kW at 208 V is 38.5 A for the two cars, within the 32 A of the feed: 16 A each.
+        assert [v.offer_a for v in snap.ports] == [16.0, 16.0], out.decode()
+        return out.decode()
+
+    out = asyncio.run(main())
+    assert "station st1: sharing" in out
+    assert "limit site:kW: 8" in out  # 20 kW - 12 kW read from the meter
+    assert "limits st1: st1.1=16A st1.2=16A" in out
