@@ -16,16 +16,9 @@ import signal
 import sys
 from typing import Any
 
+from tools.args import duration
+
 _OUTPUTS = {0: "steady", 1: "pwm", 2: "F"}
-
-
-def _duration(text: str) -> float:
-    from firmware.yamlnodes import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def register(sub: Any) -> None:
@@ -57,14 +50,14 @@ def register(sub: Any) -> None:
     )
     parser.add_argument(
         "--heartbeat-timeout",
-        type=_duration,
+        type=duration,
         default=1.0,
         metavar="T",
         help="the board's longest watchdog time (default 1s; a heartbeat may ask for less)",
     )
     parser.add_argument("--voltage", type=float, default=208.0, help="port voltage (default 208)")
     parser.add_argument("--seed", type=int, default=0, help="meter noise seed")
-    parser.add_argument("--for", dest="duration", type=_duration, help="stop by itself after this")
+    parser.add_argument("--for", dest="duration", type=duration, help="stop by itself after this")
     parser.add_argument("--quiet", action="store_true", help="no line per board event")
     parser.set_defaults(run=run)
 

@@ -7,21 +7,14 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from tools.args import duration
+
 
 def _version() -> str:
     try:
         return version("ampshare")
     except PackageNotFoundError:  # running from a source tree without an install
         return "unknown"
-
-
-def _duration(text: str) -> float:
-    from firmware.config import ConfigError, parse_duration
-
-    try:
-        return parse_duration(text)
-    except (ConfigError, ValueError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the station firmware in real time")
     run.add_argument("--config", required=True, help="station config YAML")
     run.add_argument(
-        "--for", dest="duration", type=_duration, help="stop by itself after this (30s, 5m, 2h)"
+        "--for", dest="duration", type=duration, help="stop by itself after this (30s, 5m, 2h)"
     )
     run.add_argument(
         "--speed",
@@ -56,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--plot", help="write a PNG of currents and limits over time")
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.add_argument(
-        "--for", dest="duration", type=_duration, help="simulate only the first part of it"
+        "--for", dest="duration", type=duration, help="simulate only the first part of it"
     )
 
     alloc = sub.add_parser("allocate", help="one allocation of a site in a given state, as JSON")

@@ -22,17 +22,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from tools.args import duration
+
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
-
-
-def _duration(text: str) -> float:
-    from firmware.config import parse_duration
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def register(sub: Any) -> None:
@@ -57,18 +50,18 @@ def register(sub: Any) -> None:
     parser.add_argument("--tls-key", help="client certificate's key (mqtts://)")
     parser.add_argument(
         "--valid",
-        type=_duration,
+        type=duration,
         default=30.0,
         help="how long a station may apply limits after receiving them (default 30s)",
     )
     parser.add_argument(
         "--period",
-        type=_duration,
+        type=duration,
         default=5.0,
         help="republish every station's limits this often (default 5s, at most 5s)",
     )
     parser.add_argument(
-        "--for", dest="duration", type=_duration, help="stop by itself after this (30s, 5m, 2h)"
+        "--for", dest="duration", type=duration, help="stop by itself after this (30s, 5m, 2h)"
     )
     parser.add_argument("--no-live", action="store_true", help="plain log lines, no live table")
     parser.set_defaults(run=run)
