@@ -453,3 +453,51 @@ def test_a_station_squeezed_out_while_others_were_reserved_resumes_when_they_sha
         t += 1.0
     assert rig.core.station_status(t) == dict.fromkeys(rig.ports, "sharing")
     assert all(rig.limit[p] >= 8.0 for p in rig.CARS), rig.limit
+
+
+def test_a_car_that_leaves_c_in_answer_to_a_pause_is_not_taken_as_in_b_by_choice() -> None:
+    # st1 shares first: its cars are paused (sent 0 A) while st2 and st3 count at their
+    # maxima. The cars leave C in answer to the pause (J1772: PWM off; hal.sim.ev) just as
+    # the others share again and st1's new, higher limits are on their way: the telemetry
+    # shows B with the pilot still off. A car in B returns to C once its port offers again.
+    # They must not be taken as "in B by choice" (the inner controller's own offer was above
+    # 0 when they left C) and left at 0 A, PWM off, for good.
+    rig = _Site3x2()
+    rig.cut = {"st2", "st3"}
+    t = 0.0
+    while t < 10.0:
+        rig.tick(t)
+        t += 1.0
+    assert rig.limit["st1.1"] == rig.limit["st1.2"] == 0.0
+    rig.cut.clear()
+    in_b: set[str] = set()
+    for _ in range(40):
+        # The telemetry of this tick: st1's cars in B (paused), the rest as the rig says.
+        if not in_b and rig.limit["st1.1"] > 0.0:
+            in_b = {"st1.1", "st1.2"}  # left C as the pause took effect, offer 0 on the pilot
+        elif in_b:
+            in_b = {p for p in in_b if rig.limit[p] <= 0.0}  # PWM on: back to C
+        _tick_with_b(rig, t, in_b)
+        t += 1.0
+    assert rig.core.station_status(t) == dict.fromkeys(rig.ports, "sharing")
+    assert all(rig.limit[p] >= 8.0 for p in rig.CARS), rig.limit
+
+
+def _tick_with_b(rig: _Site3x2, t: float, in_b: set[str]) -> None:
+    """`_Site3x2.tick`, with the cars in ``in_b`` in state B (PWM off: offered 0)."""
+    for sid, ports in rig.ports.items():
+        rig.seq[sid] += 1
+        tel = {}
+        for p in ports:
+            car = p in rig.CARS
+            if p in in_b:
+                tel[p] = port(requesting=False, offered=0.0, drawn=0.0, limit=rig.limit[p])
+                continue
+            a = rig.limit[p] if car else 0.0
+            tel[p] = port(connected=car, requesting=car, offered=a, drawn=a, limit=rig.limit[p])
+        msg = Telemetry(sid, rig.seq[sid], t, rig.status[sid], tel, limits_ts=rig.acked[sid])
+        assert rig.core.receive_telemetry(t, encode_telemetry(msg))
+    for m in rig.core.step(t, WALL):
+        rig.acked[m.station] = m.ts
+        rig.status[m.station] = "sharing"
+        rig.limit.update(m.ports)

@@ -236,6 +236,10 @@ class CoordinatorCore:
         self._struct: dict[str, float] = {}
         self._linger: dict[str, list[tuple[float, float]]] = {pid: [] for pid in ports}
         self._sessions: dict[str, tuple[float | None, float]] = {}
+        # Per port: the pilot state last seen while the station had PWM on (vehicle's choice),
+        # and until when a PWM-off spell (sent or seen 0 A) makes a B state uninformative.
+        self._requesting: dict[str, bool] = {}
+        self._pwm_off_until: dict[str, float] = {}
         self._meters: dict[str, tuple[float | None, float]] = {}
         self._reported: dict[str, float] | None = None
         self._holds: dict[str, tuple[float, float]] = {}
@@ -289,6 +293,8 @@ class CoordinatorCore:
             self._ack(s, tel.limits_ts)
         for pid, p in tel.ports.items():
             self._session(now, pid, p)
+            if p.offered_a <= 0.0:
+                self._pwm_off_until[pid] = now + self.settings.window_s
         self._refresh(now)
         tol = CONFIRM_TOLERANCE_A
         res = TELEMETRY_RESOLUTION_A
@@ -441,6 +447,9 @@ class CoordinatorCore:
             for pid in s.ports:
                 targets[pid] = self._fallback[pid] if reasons[sid] else decision[pid]
         published = self._sequence(tree, targets, bounds)
+        for pid, v in published.items():
+            if v is not None and v <= 0.0:  # PWM off on its way: B is not a choice for a while
+                self._pwm_off_until[pid] = now + self.settings.window_s
 
         messages = self._messages(now, wall, published)
         self._refresh(now)
@@ -478,11 +487,30 @@ class CoordinatorCore:
                 session = self._sessions.get(pid)
                 observations[pid] = PortObservation(
                     connected=p.connected,
-                    requesting=p.requesting,
+                    requesting=self._requesting_seen(now, pid, p),
                     metered_a=p.drawn_a,
                     session_start=None if session is None else session[1],
                 )
         return dict(self.controller.update(now, observations).offers)
+
+    def _requesting_seen(self, now: float, pid: str, p: PortTelemetry) -> bool:
+        """Whether the vehicle asks for current, as the inner controller must see it.
+
+        A vehicle may leave C when PWM goes off (J1772; hal.sim.ev), up to the EV response
+        after it: leaving C then is our pause, not its choice. The inner controller judges
+        "left C while offered" by its own offer, which runs ahead of the station's pilot by
+        the link latency, so a vehicle paused by the station (sent 0, or at fallback) that
+        leaves C just as a new offer is on its way would count as in B by choice and only
+        get its minimum out of what others leave: 0 on a full circuit, and with PWM off it
+        never returns to C. So state B is taken as the vehicle's word only once the station
+        has had PWM on for the EV response window (plus latency); until then the state last
+        seen with PWM on holds."""
+        if not p.connected:
+            self._requesting.pop(pid, None)
+            return False
+        if p.requesting or now >= self._pwm_off_until.get(pid, -math.inf):
+            self._requesting[pid] = p.requesting
+        return self._requesting.get(pid, p.requesting)
 
     def _current(self, s: _Station, pid: str) -> float | None:
         """What the port was last sent; for a station never sent anything, what is certainly
