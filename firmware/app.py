@@ -33,6 +33,9 @@ def open_station_hardware(config: StationConfig) -> Hardware:
         evs=config.sim_evs,
         voltage_v=[p.voltage_v for p in config.site.ports],
         jumper=config.jumper,
+        # A board backend checks that it cannot lose sight of a contactor for longer than
+        # the port machine takes to call a disagreement a weld.
+        weld_detect_s=config.port_config.weld_detect_s,
     )
 
 

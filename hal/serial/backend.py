@@ -13,13 +13,14 @@ getters the station calls are plain attribute reads, with no lock and no hand-ov
 That needs a POSIX serial port (Linux: a Raspberry Pi's UART, a USB adapter, a pty), which is
 where this backend runs; pyserial-asyncio would do the same and is one more dependency.
 
-Board lost (no status for ``lost`` seconds, default 0.5 s): every port's pilot reads as an
-error (NaN volts, outside every J1772 band), so the port machines open and stop offering. The
-contactor feedback then reads *closed* for as long as the board may still hold a contactor
-closed without the host seeing it: until the board's own heartbeat watchdog must have opened
-it (the last heartbeat sent + the watchdog time + a margin). Heartbeats are only sent while the
-board has been heard recently, so that moment is never far off (docs/serial-protocol.md,
-"Board lost").
+Board lost (no valid status for ``lost`` seconds, default 0.5 s, or a board reporting another
+port count than the station's): every port's pilot reads as an error (NaN volts, outside every
+J1772 band), so the port machines open and stop offering. The contactor feedback then reads
+*closed* for as long as the board may still hold a contactor closed without the host seeing it:
+until the board's own heartbeat watchdog must have opened it (the moment the last heartbeat
+was on the wire + the watchdog time + a margin). Heartbeats are only sent after a valid status
+was accepted and while one keeps arriving, so a board the host has never heard is never armed
+and that moment is never far off (docs/serial-protocol.md, "Board lost").
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -51,6 +52,7 @@ from hal.serial.protocol import (
     Heartbeat,
     Message,
     Output,
+    PortStatus,
     PwmOff,
     ReadStatus,
     ResetGfci,
@@ -66,17 +68,24 @@ log = logging.getLogger("ampshare.serial")
 # Heartbeats are sent only while a status was received within this many heartbeat periods.
 # It bounds how long a board the host cannot hear stays armed (docs: "Board lost").
 RENEW_PERIODS = 3
-# Added to "last heartbeat + watchdog" before the host trusts that the board has opened: the
-# UART transit of that heartbeat and the board's own watchdog tick (design margin).
+# Added to "last heartbeat on the wire + watchdog" before the host trusts that the board has
+# opened: the board's own watchdog tick and frame handling (design margin).
 WATCHDOG_MARGIN_S = 0.05
-# The port machine's default weld detection time (firmware.port.PortConfig.weld_detect_s):
+# The port machine's default weld detection time (firmware.port.PortConfig.weld_detect_s; this
+# backend may not import firmware, so the value is repeated and a test keeps the two equal):
 # a "maybe closed" window longer than this makes a lost board look like a weld (docs).
-_WELD_DETECT_DEFAULT_S = 0.5
+WELD_DETECT_DEFAULT_S = 0.5
+# 8N1: a start bit, 8 data bits and a stop bit per byte (docs: "Physical layer").
+BITS_PER_BYTE = 10
+# The heartbeat-and-poll schedule may fill at most this share of the line in either direction;
+# the rest is for events, commands and retries (design margin).
+MAX_SCHEDULE_SHARE = 0.5
 # A line error episode is over after this many good frames in a row (about a second).
 _CLEAN_FRAMES = 20
 # The transmit queue never holds more than this; a board that does not read gets nothing.
 _TX_LIMIT = 4096
 _PILOT_INVALID = PilotSample(math.nan, None)
+_HEARTBEAT_BYTES = len(encode(Heartbeat(1), 0))
 _STATE_C_CV = 600  # SAE J1772 Table 3: state C, +6 V (in 0.01 V)
 _BAND_CV = 100  # SAE J1772 Table 3: +-1 V
 
@@ -96,10 +105,16 @@ class LinkSettings:
     retries: int = 5  # resends of one command before giving up on it
     gap_s: float = 0.05  # an idle line ends a partial frame (it will never complete)
     reopen_s: float = 1.0  # retry period for a device that cannot be opened
+    weld_detect_s: float = WELD_DETECT_DEFAULT_S  # the station port machine's weld_detect_s
 
     @property
     def renew_s(self) -> float:
         return RENEW_PERIODS * self.heartbeat_s
+
+    @property
+    def byte_s(self) -> float:
+        """Line time of one byte at the configured baud (8N1)."""
+        return BITS_PER_BYTE / self.baud
 
     @property
     def maybe_closed_window_s(self) -> float:
@@ -117,12 +132,16 @@ def _seconds(name: str, text: str) -> float:
 
 
 def parse_url(url: str) -> LinkSettings:
-    """``serial:///dev/ttyAMA0?baud=115200&heartbeat=100ms&watchdog=500ms&lost=500ms...``"""
+    """``serial:///dev/ttyAMA0?baud=115200&heartbeat=100ms&watchdog=500ms&lost=500ms...``
+
+    The line's capacity for the heartbeat schedule is checked when the board is opened
+    (``SerialBoard``), which knows the port count.
+    """
     parts = urlsplit(url)
     if parts.scheme != "serial" or not parts.path or parts.netloc:
         raise BackendError(f"{url!r}: expected serial:///path/to/device[?baud=115200&...]")
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    known = {"baud", "heartbeat", "watchdog", "lost", "ack", "retries", "gap"}
+    known = {"baud", "heartbeat", "watchdog", "lost", "ack", "retries", "gap", "weld_detect"}
     unknown = sorted(set(query) - known)
     if unknown:
         raise BackendError(
@@ -142,6 +161,8 @@ def parse_url(url: str) -> LinkSettings:
             kwargs[attr] = _seconds(key, query[key])
     if "gap" in query:
         kwargs["gap_s"] = _seconds("gap", query["gap"])
+    if "weld_detect" in query:
+        kwargs["weld_detect_s"] = _seconds("weld_detect", query["weld_detect"])
     if "lost" in query:
         kwargs["lost_s"] = _seconds("lost", query["lost"])
     elif "watchdog" in query:
@@ -158,7 +179,34 @@ def parse_url(url: str) -> LinkSettings:
         raise BackendError(f"{url!r}: lost must be longer than {RENEW_PERIODS} heartbeats")
     if not 0.001 <= settings.ack_s <= 1.0 or not 0.001 <= settings.gap_s <= 1.0:
         raise BackendError(f"{url!r}: ack and gap must be within 1ms..1s")
+    if not 0.01 <= settings.weld_detect_s <= 60.0:
+        raise BackendError(f"{url!r}: weld_detect must be within 10ms..60s")
     return settings
+
+
+def schedule_bytes(ports: int) -> tuple[int, int]:
+    """Bytes one heartbeat period puts on the line (host -> board, board -> host): a
+    heartbeat and a status request out; their acknowledgement and a status back."""
+    out = len(encode(Heartbeat(1), 0)) + len(encode(ReadStatus(), 0))
+    idle = PortStatus(0, LOW_NONE, Output.STEADY, 0, False, False, False, True, 0)
+    status = Status(0, False, True, 0, 0, 0, (idle,) * ports)
+    back = len(encode(Ack(int(AckCode.OK)), 0)) + len(encode(status, 0))
+    return out, back
+
+
+def check_line_capacity(settings: LinkSettings, ports: int) -> None:
+    """Refuse a baud rate too slow for the heartbeat-and-poll schedule (``BackendError``)."""
+    need = max(schedule_bytes(ports))
+    capacity = settings.heartbeat_s / settings.byte_s  # bytes per heartbeat period
+    if need <= MAX_SCHEDULE_SHARE * capacity:
+        return
+    least = math.ceil(need * BITS_PER_BYTE / (MAX_SCHEDULE_SHARE * settings.heartbeat_s))
+    raise BackendError(
+        f"serial://{settings.device}: baud={settings.baud} is too slow for a heartbeat and a "
+        f"{ports}-port status every {settings.heartbeat_s * 1000:g} ms ({need} bytes of "
+        f"{capacity:.0f} per period; at most {MAX_SCHEDULE_SHARE:.0%} of the line): use "
+        f"baud >= {least} or a longer heartbeat"
+    )
 
 
 @dataclass(slots=True)
@@ -197,6 +245,7 @@ class _Episode:
     """Logs a problem when it starts and once when it ends, never per occurrence."""
 
     what: str
+    level: int = logging.WARNING
     active: bool = False
     count: int = 0
     details: list[str] = field(default_factory=list)
@@ -205,7 +254,7 @@ class _Episode:
         self.count += 1
         if not self.active:
             self.active = True
-            log.warning("%s: %s", self.what, detail)
+            log.log(self.level, "%s: %s", self.what, detail)
 
     def good(self, detail: str = "") -> None:
         if self.active:
@@ -277,11 +326,18 @@ class SerialPort:
         )
 
     def _measured(self, current_ca: int, at: float) -> None:
-        """A new current reading: integrate energy over the interval since the last one."""
+        """A new current reading: integrate energy over the interval since the last one.
+
+        Not over a gap longer than ``lost``: nobody knows what flowed while the board was not
+        heard, and the last current held over an hour would add phantom kWh."""
         if current_ca == CURRENT_NONE:
             self._amps = self._amps_at = None
             return
-        if self._amps is not None and self._amps_at is not None and at > self._amps_at:
+        if (
+            self._amps is not None
+            and self._amps_at is not None
+            and 0.0 < at - self._amps_at <= self._board.settings.lost_s
+        ):
             self.energy_wh += self._amps * self.voltage_v * (at - self._amps_at) / 3600.0
         self._amps, self._amps_at = current_ca / 100.0, at
 
@@ -309,19 +365,25 @@ class SerialBoard:
         *,
         jumper: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        weld_detect_s: float | None = None,
     ) -> None:
+        """``weld_detect_s``: the station port machine's weld detection time, when the caller
+        knows it (it overrides the URL's ``weld_detect``, default 0.5 s as the port machine's)."""
         if not 1 <= len(port_ids) <= MAX_PORTS:
             raise BackendError(f"a serial board serves 1..{MAX_PORTS} ports, not {len(port_ids)}")
+        if weld_detect_s is not None:
+            settings = replace(settings, weld_detect_s=weld_detect_s)
+        check_line_capacity(settings, len(port_ids))
         self.settings = settings
         self._clock = clock
-        if settings.maybe_closed_window_s >= _WELD_DETECT_DEFAULT_S:
+        if settings.maybe_closed_window_s >= settings.weld_detect_s:
             log.warning(
                 "%s: a lost board may read closed for %.2f s after the ports open, longer than "
-                "the port machine's default weld detection (%.1f s): a board lost while "
-                "charging would lock the port out as a weld; lower watchdog or raise lost",
+                "the port machine's weld detection (%g s): a board lost while charging would "
+                "lock the port out as a weld; lower watchdog or raise lost",
                 settings.device,
                 settings.maybe_closed_window_s,
-                _WELD_DETECT_DEFAULT_S,
+                settings.weld_detect_s,
             )
         self._ports = [
             SerialPort(self, i, pid, v)
@@ -334,6 +396,10 @@ class SerialBoard:
         self._ser: serial.Serial | None = None
         self._fd: int | None = None
         self._tx = bytearray()
+        self._tx_out = 0  # bytes handed to the device since the backend was made
+        # Stream position (in _tx_out terms) just past a heartbeat still in self._tx, not yet
+        # handed to the device: it may still arm the board whenever it goes out.
+        self._hb_end: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._seq = 0
@@ -344,7 +410,10 @@ class SerialBoard:
         self._want_closed: list[bool | None] = [None] * n
         self._close_unconfirmed = [False] * n
         self.last_status: Status | None = None
-        self._status_at: float | None = None  # when the last status arrived (clock)
+        self._status_at: float | None = None  # when the last valid status arrived (clock)
+        self._opened_at = math.inf  # when the device was last opened (clock)
+        self._wrong_board = False  # the last status reported another port count
+        # When the last heartbeat was (at the latest) wholly on the wire, on the clock.
         self._last_hb_sent: float | None = None
         self._next_hb = 0.0
         self._last_event_seq: int | None = None
@@ -360,7 +429,7 @@ class SerialBoard:
         self._nak_episode = _Episode("board refused commands")
         self._unacked_episode = _Episode("board did not acknowledge commands")
         self._gap_episode = _Episode("board events missed")
-        self._wrong_episode = _Episode("wrong board")
+        self._wrong_episode = _Episode("wrong board", logging.ERROR)
         # Called (on the loop) whenever the board reports a change of a discrete input or
         # output; a loop that wants to react faster than its period can tick from here.
         self.on_input_change: Callable[[], None] | None = None
@@ -421,10 +490,15 @@ class SerialBoard:
 
     @property
     def lost(self) -> bool:
-        """No status for ``lost`` seconds (or none yet). A closed device counts the same way,
-        from the last status: the board may well be alive behind an unplugged adapter, and
-        the "maybe closed" window (docs: "Board lost") is measured from there."""
-        return self._status_at is None or self._clock() - self._status_at > self.settings.lost_s
+        """No valid status for ``lost`` seconds (or none yet), or a board reporting another
+        port count than the station's. A closed device counts the same way, from the last
+        status: the board may well be alive behind an unplugged adapter, and the "maybe closed"
+        window (docs: "Board lost") is measured from there."""
+        return (
+            self._wrong_board
+            or self._status_at is None
+            or self._clock() - self._status_at > self.settings.lost_s
+        )
 
     def pilot_sample(self, index: int) -> PilotSample:
         status = self.last_status
@@ -445,13 +519,17 @@ class SerialBoard:
         )
         if not maybe_closed:
             return False
-        if self._last_hb_sent is None:
+        if self._last_hb_sent is None and self._hb_end is None:
             return False  # never armed by this host, and the board refuses to close unarmed
         return self._clock() < self.safe_at()
 
     def safe_at(self) -> float:
         """When the board's watchdog must have opened everything, on the clock (if it has not
-        been heard since the last heartbeat was sent)."""
+        been heard since the last heartbeat was sent): the moment that heartbeat was wholly on
+        the wire + the watchdog + a margin. Never, while a heartbeat waits in the transmit
+        queue: it may still go out and arm the board."""
+        if self._hb_end is not None:
+            return math.inf
         sent = self._last_hb_sent if self._last_hb_sent is not None else self._clock()
         watchdog = self.settings.watchdog_s
         if self.last_status is not None:
@@ -519,6 +597,7 @@ class SerialBoard:
             return
         self._open_episode.good("; open again")
         self.stats.opened += 1
+        self._opened_at = now
         ser.reset_input_buffer()  # whatever the board said while nobody listened is stale
         fd = ser.fileno()
         os.set_blocking(fd, False)
@@ -541,6 +620,7 @@ class SerialBoard:
                 self._ser.close()
         self._ser = self._fd = None
         self._tx.clear()
+        self._hb_end = None
         self._pending.clear()
 
     def _device_error(self, exc: BaseException) -> None:
@@ -549,33 +629,55 @@ class SerialBoard:
         self._close()
         self._next_open = self._clock() + self.settings.reopen_s
 
-    def _write(self, frame: bytes) -> None:
+    def _write(self, frame: bytes) -> int | None:
+        """Send ``frame`` or queue what the device does not take. Returns the stream position
+        just past its last byte (``_tx_out`` terms), or None if it was not sent at all."""
         if self._fd is None:
-            return
+            return None
         self.stats.frames_sent += 1
         if self._tx:
-            self._queue(frame)
-            return
+            return self._queue(frame)
         try:
             written = os.write(self._fd, frame)
         except (BlockingIOError, InterruptedError):
             written = 0
         except OSError as exc:
             self._device_error(exc)
-            return
+            return None
+        self._tx_out += written
         if written < len(frame):
-            self._queue(frame[written:])
+            return self._queue(frame[written:])
+        return self._tx_out
 
-    def _queue(self, data: bytes) -> None:
+    def _queue(self, data: bytes) -> int | None:
         if len(self._tx) + len(data) > _TX_LIMIT:
             # The board is not reading: what is queued is stale. Drop it; the reconciliation
             # resends whatever the board turns out to lack.
             self.stats.tx_dropped += 1
-            self._tx.clear()
-            return
+            self._drop_tx()
+            return None
         if not self._tx and self._loop is not None and self._fd is not None:
             self._loop.add_writer(self._fd, self._on_writable)
         self._tx += data
+        return self._tx_out + len(self._tx)
+
+    def _drop_tx(self) -> None:
+        """Forget what waits to be sent (a queued heartbeat with it: it never goes out)."""
+        self._tx.clear()
+        self._hb_end = None
+        if self._loop is not None and self._fd is not None:
+            self._loop.remove_writer(self._fd)
+
+    def _heartbeat_on_wire_by(self, now: float, trailing: int) -> float:
+        """When a heartbeat just handed to the device is wholly on the wire: once the device
+        has sent what it holds up to the heartbeat's last byte (its output queue, by TIOCOUTQ,
+        less the ``trailing`` bytes handed over after the heartbeat), at the configured baud.
+        At least the heartbeat's own line time: some drivers (a pty) report no queue."""
+        backlog = 0
+        if self._ser is not None:
+            with contextlib.suppress(OSError, serial.SerialException):
+                backlog = int(self._ser.out_waiting)
+        return now + max(backlog - trailing, _HEARTBEAT_BYTES) * self.settings.byte_s
 
     def _on_writable(self) -> None:
         if self._fd is None:
@@ -588,6 +690,11 @@ class SerialBoard:
             self._device_error(exc)
             return
         del self._tx[:written]
+        self._tx_out += written
+        if self._hb_end is not None and self._tx_out >= self._hb_end:
+            trailing = self._tx_out - self._hb_end
+            self._hb_end = None
+            self._last_hb_sent = self._heartbeat_on_wire_by(self._clock(), trailing)
         if not self._tx and self._loop is not None:
             self._loop.remove_writer(self._fd)
 
@@ -650,12 +757,17 @@ class SerialBoard:
     def _status(self, seq: int, status: Status) -> None:
         now = self._clock()
         if len(status.ports) != len(self._ports):
+            # Not this station's board (or a misconfigured one): its statuses are never
+            # accepted, so it is lost at once, never armed, and every port held open.
             self.stats.wrong_board += 1
+            self._wrong_board = True
             self._wrong_episode.bad(
-                f"the board reports {len(status.ports)} ports, the station has "
-                f"{len(self._ports)}; every port held open"
+                f"the board on {self.settings.device} reports {len(status.ports)} ports, the "
+                f"station has {len(self._ports)}: treated as lost, never armed, every port "
+                "held open"
             )
             return
+        self._wrong_board = False
         self._wrong_episode.good()
         previous = self.last_status
         restarted = previous is not None and status.uptime_ms < previous.uptime_ms
@@ -729,13 +841,27 @@ class SerialBoard:
     # --- the background task ------------------------------------------------------------
 
     def _may_heartbeat(self, now: float) -> bool:
-        # A heartbeat keeps the board armed. Only while it is heard: a board the host cannot
-        # hear must fall back to its watchdog soon (docs: "Board lost").
-        return self._status_at is None or now - self._status_at < self.settings.renew_s
+        # A heartbeat arms the board. Only once a valid status from this board on this opening
+        # of the device was accepted, and while statuses keep coming: a board the host has
+        # never heard, or cannot hear, must never be armed, or must fall back to its watchdog
+        # soon (docs: "Board lost").
+        return (
+            self._status_at is not None
+            and not self._wrong_board
+            and self._status_at >= self._opened_at
+            and now - self._status_at < self.settings.renew_s
+        )
 
     def _send_heartbeat(self, now: float) -> None:
-        self._send(Heartbeat(round(self.settings.watchdog_s * 1000)))
-        self._last_hb_sent = now
+        end = self._write(
+            encode(Heartbeat(round(self.settings.watchdog_s * 1000)), self._next_seq())
+        )
+        if end is None:
+            return  # not sent: it cannot arm anything
+        if end > self._tx_out:
+            self._hb_end = end  # queued: its time on the wire is known when it leaves the queue
+        else:
+            self._last_hb_sent = self._heartbeat_on_wire_by(now, 0)
 
     def _heartbeat_and_poll(self, now: float) -> None:
         self._next_hb = max(self._next_hb + self.settings.heartbeat_s, now)
@@ -759,9 +885,13 @@ class SerialBoard:
             self._lost_since = self._status_at
             self.stats.lost += 1
             self._pending.clear()  # nothing to retry into the void; reconciled on return
+            # Nothing queued may reach the board late, a stale heartbeat least of all.
+            self._drop_tx()
             log.warning(
-                "board lost: no status for %.2f s%s; ports held open, heartbeats stopped",
-                now - (self._status_at or now),
+                "board lost: %s%s; ports held open, heartbeats stopped",
+                "it reports another port count"
+                if self._wrong_board
+                else f"no status for {now - (self._status_at or now):.2f} s",
                 "" if self._fd is not None else " (device closed)",
             )
         if self._fd is None:
@@ -814,7 +944,10 @@ def open_hardware(url: str, **context: Any) -> SerialBoard:
 
     The station passes ``port_ids`` (wire port i is the i-th), ``voltage_v`` (for the power
     and energy computed from the board's current readings) and ``jumper`` (the configured
-    value, reported until the board has said otherwise). ``evs`` is for ``sim://`` only.
+    value, reported until the board has said otherwise); optionally ``weld_detect_s`` (its
+    port machine's weld detection time, else the URL's ``weld_detect``, default 0.5 s).
+    ``evs`` is for ``sim://`` only. Raises ``BackendError`` for a bad URL or a baud rate too
+    slow for the heartbeat schedule.
     """
     settings = parse_url(url)
     port_ids = list(context["port_ids"])
@@ -824,4 +957,11 @@ def open_hardware(url: str, **context: Any) -> SerialBoard:
         if isinstance(volts, int | float)
         else [float(v) for v in volts]
     )
-    return SerialBoard(settings, port_ids, voltages, jumper=bool(context.get("jumper", False)))
+    weld = context.get("weld_detect_s")
+    return SerialBoard(
+        settings,
+        port_ids,
+        voltages,
+        jumper=bool(context.get("jumper", False)),
+        weld_detect_s=None if weld is None else float(weld),
+    )

@@ -8,7 +8,8 @@ heartbeat for longer than the watchdog time it releases every contactor and stop
 itself, and it refuses to energise anything until a heartbeat arms it again.
 
 Tests drive it in-process (``plug``/``unplug``, ``bus.inject`` for faults, ``inject_bytes`` and
-``corrupt_next`` for line noise, ``mute`` for a board that stops answering, ``reply_delay_s``
+``corrupt_next`` for line noise, ``mute`` for a board that stops answering, ``silent`` for a
+broken line towards the host (the board hears and acts but is never heard), ``reply_delay_s``
 for one that answers late); ``ampshare board-sim`` wraps the same class.
 """
 
@@ -60,6 +61,11 @@ DEFAULT_WATCHDOG_S = 1.0
 # (a real board samples the pilot every PWM period; the simulated bus is exact between
 # changes, so this only bounds how stale the reported current gets).
 _MAX_IDLE_S = 0.1
+# A partial frame the line leaves idle this long will never complete and is dropped, as the host
+# does with its default ``gap`` (docs/serial-protocol.md, "Frames": resynchronisation at both
+# ends). Without it a stray start byte and length would swallow the host's next frames, its
+# heartbeats among them, until enough bytes arrived to fail the CRC.
+GAP_S = 0.05
 _OUTPUT = {"steady": Output.STEADY, "pwm": Output.PWM, "F": Output.F}
 
 
@@ -131,13 +137,16 @@ class BoardSim:
             self._sim_ports.append(hw.pilot)
         self._rng = random.Random(seed)
         self._parser = FrameParser()
+        self._last_rx = 0.0  # board time of the last bytes received
         self.stats = BoardStats()
         self.trips: list[Trip] = []
         self.armed = False
         self.last_heartbeat: float | None = None
-        # Test controls: a board whose link is cut (both ways), one that answers late, one
-        # whose next frames get a flipped bit.
+        # Test controls: a board whose link is cut (both ways), one whose line towards the
+        # host is cut (it still acts on what it receives), one that answers late, one whose
+        # next frames get a flipped bit.
         self.mute = False
+        self.silent = False
         self.reply_delay_s = 0.0
         self._corrupt = 0
         # Called with (board time, seq, message) for every frame the board receives (bench).
@@ -238,9 +247,14 @@ class BoardSim:
         while True:
             self._on_readable()  # a heartbeat waiting in the pty counts before the watchdog
             now = self._advance()
+            if self._parser.pending and now - self._last_rx >= GAP_S:
+                for seq, msg in self._parser.expire():
+                    self._received(seq, msg)
             self._check_watchdog(now)
             self._check_events()
             wake = [now + _MAX_IDLE_S]
+            if self._parser.pending:
+                wake.append(self._last_rx + GAP_S)
             nxt = self.bus.next_change(now)
             if nxt is not None:
                 wake.append(nxt)
@@ -305,11 +319,17 @@ class BoardSim:
                 return
             if self.mute:
                 continue
+            self._last_rx = self.now()
             for seq, msg in self._parser.feed(data):
-                if self.reply_delay_s > 0.0 and self._loop is not None:
-                    self._loop.call_later(self.reply_delay_s, self._handle, seq, msg)
-                else:
-                    self._handle(seq, msg)
+                self._received(seq, msg)
+            if self._parser.pending:
+                self._kick()  # the main loop times the gap that ends a partial frame
+
+    def _received(self, seq: int, msg: Message) -> None:
+        if self.reply_delay_s > 0.0 and self._loop is not None:
+            self._loop.call_later(self.reply_delay_s, self._handle, seq, msg)
+        else:
+            self._handle(seq, msg)
 
     def _handle(self, seq: int, msg: Message) -> None:
         if self.mute:
@@ -417,7 +437,7 @@ class BoardSim:
             self.on_event(self.now(), status)
 
     def _send(self, msg: Message, seq: int) -> None:
-        if self.mute:
+        if self.mute or self.silent:
             return
         frame = bytearray(encode(msg, seq))
         if self._corrupt > 0:
