@@ -301,3 +301,32 @@ def test_scale_invalid_values_and_gaps() -> None:
         codec.encode(block, {"volts_l1": -1.0})  # an unsigned register cannot hold it
     with pytest.raises(ValueError, match="cannot be encoded"):
         codec.encode(block, {"amps_l1": math.nan})
+
+
+def test_invalid_markers_are_stored_as_their_type_decodes_them(tmp_path: Path) -> None:
+    """Vendor documents write a signed register's marker in its unsigned form (0x80000000 for
+    an int32); it is converted when the map is loaded, so it matches what the register
+    decodes to. A negative marker for an unsigned type likewise."""
+    text = GOOD.replace(
+        "  watts: 0x000C\n",
+        "  watts: {address: 0x000C, type: int32, invalid: [0x80000000, 0x7FFFFFFF]}\n"
+        "  hz: {address: 0x000E, type: int16, invalid: [0xFFFF]}\n"
+        "  kwh_export: {address: 0x0010, type: uint16, invalid: [-1]}\n",
+    )
+    m = load_map(_write(tmp_path, text))
+    by = m.by_name
+    assert by["watts"].invalid == (-(2**31), 2**31 - 1)
+    assert by["hz"].invalid == (-1,)
+    assert by["kwh_export"].invalid == (0xFFFF,)
+    for name, words in (
+        ("watts", [0x8000, 0x0000]),
+        ("watts", [0x7FFF, 0xFFFF]),
+        ("hz", [0xFFFF]),
+        ("kwh_export", [0xFFFF]),
+    ):
+        q = by[name]
+        assert codec.decode(Block("input", q.address, q.words, (q,)), words)[name] is None
+    # and the simulated server serves "not measured" as the marker (it encodes as the type)
+    q = by["watts"]
+    block = Block("input", q.address, q.words, (q,))
+    assert codec.decode(block, codec.encode(block, {"watts": None}))["watts"] is None

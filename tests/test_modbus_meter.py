@@ -10,15 +10,27 @@ import math
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from hal import registry
-from hal.interfaces import Meter, Service
+from hal.interfaces import Meter, MeterReading, Service
 from hal.modbus.maps import load_map
-from hal.modbus.meter import POOL, LinePool, ModbusMeter, open_meter, parse_url, read_once
+from hal.modbus.meter import (
+    POOL,
+    Line,
+    LinePool,
+    ModbusMeter,
+    open_meter,
+    parse_url,
+    read_once,
+)
 from hal.modbus.ptypair import PtyPair
 from hal.modbus.server import MeterServer, SerialPort
+from hal.modbus.simfeed import SimMeterFeed
+from hal.modbus.values import AbsurdReading, to_reading
 from hal.registry import BackendError
 
 SHIPPED = ["abb-b23", "em340", "sdm120", "sdm630", "sdm72"]
@@ -256,6 +268,8 @@ def test_twenty_failing_polls_log_one_warning_and_recovery_one_info(
     run(main)
     warnings, infos = _warnings_and_infos(caplog)
     assert len(warnings) == 1 and "server device busy" in warnings[0]
+    # what decides staleness for the station is its own setting, not the URL's stale=
+    assert "port_machine meter_stale_s" in warnings[0] and "stale after" not in warnings[0]
     assert len(infos) == 1 and "after" in infos[0]
 
 
@@ -425,13 +439,245 @@ def test_start_never_waits_for_an_absent_meter() -> None:
             port = s.getsockname()[1]
         meter = open_meter(f"modbus-tcp://127.0.0.1:{port}?unit=1&model=sdm630")
         assert isinstance(meter, ModbusMeter)
-        t0 = time.monotonic()
         await meter.start()
-        started_in = time.monotonic() - t0
+        # start only schedules the polling task: it has returned before the task's first
+        # connect attempt even began (ordering, not a wall-clock bound)
+        assert meter.failures == 0 and meter.last_error is None
         await wait_for(lambda: meter.failures >= 1)
         assert meter.latest() is None and "cannot connect" in (meter.last_error or "")
         await meter.stop()
-        assert started_in < 1.0  # generous: start only schedules the polling task
         assert len(POOL) == 0
 
     run(main)
+
+
+LATE_AMPS_MAP = """\
+model: late-amps
+source: a test map whose current is in its second request
+phases: 1
+max_registers_per_request: 80
+defaults: {type: float32}
+quantities:
+  volts_l1: {address: 0x0000, function: holding}
+  watts: {address: 0x0002, function: holding}
+  kwh_import: {address: 0x0004, function: holding}
+  amps_l1: {address: 0x0006, function: input}
+"""
+
+
+@pytest.mark.parametrize(("model", "requests", "stamp"), [("em340", 4, 0.0), ("late", 2, 1.0)])
+def test_a_reading_is_stamped_just_before_its_currents_are_read(
+    tmp_path: Path, model: str, requests: int, stamp: float
+) -> None:
+    """The meter's clock here counts the requests the server has answered, so the stamp says
+    which request it was taken before: the EM340's first of four (its currents), the test
+    map's second of two (not after the whole poll)."""
+
+    async def main() -> None:
+        if model == "late":
+            path = tmp_path / "late.yaml"
+            path.write_text(LATE_AMPS_MAP)
+            name = str(path)
+        else:
+            name = model
+        server = MeterServer(name)
+        await server.start()
+        server.set(1, amps=12.5)
+        meter = open_meter(
+            f"{server.url_base}?unit=1&model={name}&interval=60",  # one poll in this test
+            clock=lambda: float(server.requests),
+            pool=LinePool(),
+        )
+        try:
+            assert len(meter.map.blocks) == requests
+            await meter.start()
+            await wait_for(lambda: meter.latest() is not None)
+            reading = meter.latest()
+            assert reading is not None and reading.amps[0] == pytest.approx(12.5)
+            assert server.requests == requests and reading.timestamp == stamp
+        finally:
+            await meter.stop()
+            await server.stop()
+
+    run(main)
+
+
+def test_an_invalid_marker_on_a_phase_current_publishes_nothing() -> None:
+    # a three-phase map: the L2 / L3 currents are unknown, not 0 A
+    em340 = load_map("em340")
+    good = {"amps_l1": 10.0, "amps_l2": 9.0, "amps_l3": 8.0, "volts_l1": 230.0}
+    good |= {"kwh_import": 1.0, "watts": 6000.0}
+    assert to_reading(em340, good, 0.0).amps == (10.0, 9.0, 8.0)
+    for phase in ("amps_l1", "amps_l2", "amps_l3"):
+        with pytest.raises(AbsurdReading, match=f"{phase} is not available"):
+            to_reading(em340, {**good, phase: None}, 0.0)
+
+    async def main() -> None:  # over the wire: the ABB's 0xFFFFFFFF marker on L2
+        server = MeterServer("abb-b23")
+        await server.start()
+        server.set(1, amps=[10.0, 9.0, 8.0])
+        meter = open_meter(f"{server.url_base}?unit=1&model=abb-b23&interval=0.02", pool=LinePool())
+        try:
+            await meter.start()
+            await wait_for(lambda: meter.latest() is not None)
+            good_reading = meter.latest()
+            server.set_values(1, {"amps_l2": None})  # served as the map's invalid marker
+            await wait_for(lambda: meter.failures >= 2)
+            assert meter.latest() is good_reading
+            assert "amps_l2 is not available" in (meter.last_error or "")
+        finally:
+            await meter.stop()
+            await server.stop()
+
+    run(main)
+
+
+def test_probe_waits_as_long_as_asked_not_as_the_url_says() -> None:
+    """read_once(timeout_s=3) against a meter answering after 1.3 s, with the URL's 50 ms
+    timeout: pymodbus's own backstop must follow the requested timeout, not the URL's."""
+
+    async def main() -> None:
+        server = MeterServer("sdm120")
+        await server.start()
+        server.set(1, amps=7.0)
+        server.delay_s = 1.3
+        try:
+            _, values = await read_once(f"{server.url_base}?unit=1&model=sdm120&timeout=0.05", 3.0)
+            assert values["amps_l1"] == pytest.approx(7.0)
+        finally:
+            await server.stop()
+
+    run(main)
+
+
+def test_a_connect_cancelled_by_stop_closes_its_client() -> None:
+    """stop() cancels the line's task; if that lands during a connect, the half-made client
+    is closed (pymodbus marks a closed client ``is_closing``)."""
+    clients: list[AsyncModbusTcpClient | AsyncModbusSerialClient] = []
+
+    class RecordingLine(Line):
+        def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+            client = super()._make_client()
+            clients.append(client)
+            return client
+
+    async def main() -> None:
+        server = MeterServer("sdm120")
+        await server.start()
+        try:
+            line = RecordingLine(parse_url(f"{server.url_base}?unit=1&model=sdm120"))
+            task = asyncio.create_task(line._connected(5.0))
+            await asyncio.sleep(0)  # the task runs into the connect and waits there
+            assert clients and not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert clients[0].ctx.is_closing and not clients[0].connected
+        finally:
+            await server.stop()
+
+    run(main)
+
+
+def test_a_line_whose_task_died_is_not_reused() -> None:
+    async def main() -> None:
+        server = MeterServer("sdm120", units=(1, 2))
+        await server.start()
+        pool = LinePool()
+        url = f"{server.url_base}?model=sdm120&interval=0.02"
+        first = open_meter(f"{url}&unit=1", pool=pool)
+        second = open_meter(f"{url}&unit=2", pool=pool)
+        assert isinstance(first, ModbusMeter) and isinstance(second, ModbusMeter)
+        try:
+            await first.start()
+            dead = first._line
+            assert dead is not None and dead._task is not None
+            dead._task.cancel()  # as a loop's end cancels it, or anything from outside
+            await wait_for(lambda: dead._task is not None and dead._task.done())
+            await second.start()
+            assert second._line is not dead
+            await wait_for(lambda: second.latest() is not None)
+        finally:
+            await second.stop()
+            await first.stop()
+            await server.stop()
+        assert len(pool) == 0
+
+    run(main)
+
+
+def test_a_line_left_by_an_ended_loop_is_forgotten() -> None:
+    """A meter never stopped before its loop ended leaves its line in the pool; the next loop
+    gets a new line for the same bus (and the old entry goes)."""
+    pool = LinePool()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"modbus-tcp://127.0.0.1:{port}?unit=1&model=sdm120&interval=0.02"
+
+    async def once(stop: bool) -> None:
+        server = MeterServer("sdm120", port=port)
+        await server.start()
+        meter = open_meter(url, pool=pool)
+        try:
+            await meter.start()
+            await wait_for(lambda: meter.latest() is not None)
+            assert len(pool) == 1
+            if stop:
+                await meter.stop()
+        finally:
+            await server.stop()
+
+    asyncio.run(once(stop=False))
+    assert len(pool) == 1  # left behind
+    asyncio.run(once(stop=True))
+    assert len(pool) == 0
+
+
+class FlakySimMeter:
+    """A simulated port meter (the HAL Meter the feed copies from) that can be made to fail."""
+
+    def __init__(self) -> None:
+        self.amps = 10.0
+        self.broken: Exception | None = None
+
+    def latest(self) -> MeterReading | None:
+        if self.broken is not None:
+            raise self.broken
+        return MeterReading((self.amps,), (230.0,), self.amps * 230.0, 0.0, 0.0)
+
+
+def test_a_sim_feed_that_cannot_update_stops_answering_and_keeps_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="hal.modbus.simfeed")
+
+    async def main() -> None:
+        sim = FlakySimMeter()
+        feed = SimMeterFeed([sim], "sdm120", period_s=0.01)
+        await feed.start()
+        meter = open_meter(
+            f"{feed.server.url_base}?unit=1&model=sdm120&interval=0.02", pool=LinePool()
+        )
+        try:
+            await meter.start()
+            await wait_for(lambda: meter.latest() is not None)
+            good = meter.latest()
+            sim.broken = RuntimeError("the simulated meter broke")
+            await wait_for(lambda: feed.failures >= 5 and meter.failures >= 2)
+            # frozen values are not served as fresh: the unit answers "server device failure"
+            assert meter.latest() is good
+            assert "exception response 4" in (meter.last_error or "")
+            assert feed._task is not None and not feed._task.done()
+            sim.broken, sim.amps = None, 12.0
+            await wait_for(lambda: meter.latest() is not good)
+            assert meter.latest().amps == (12.0,)  # type: ignore[union-attr]
+        finally:
+            await meter.stop()
+            await feed.stop()
+
+    run(main)
+    records = [r for r in caplog.records if r.name == "hal.modbus.simfeed"]
+    warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "the simulated meter broke" in warnings[0]
+    assert sum("updated again" in r.getMessage() for r in records) == 1

@@ -43,7 +43,11 @@ def register(sub: Any) -> None:
     )
     probe.add_argument("--json", action="store_true", help="print JSON")
     probe.add_argument(
-        "--timeout", type=float, default=None, metavar="S", help="seconds per request (default 1)"
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to wait for each answer (overrides the URL's timeout=; default 1)",
     )
     probe.set_defaults(run=run)
 

@@ -106,7 +106,9 @@ class Quantity:
     type: str  # a key of TYPES
     word_order: str = "big"  # "big": most significant register first; "little": least first
     scale: float = 1.0  # register value x scale = value in QUANTITIES[name]'s unit
-    invalid: tuple[int, ...] = ()  # raw values meaning "not measured"
+    # Raw values meaning "not measured", as the type decodes them (signed for intN: a map's
+    # 0x80000000 for an int32 is stored as -2147483648; see _as_type).
+    invalid: tuple[int, ...] = ()
 
     @property
     def words(self) -> int:
@@ -405,7 +407,8 @@ def _quantity(name: str, node: _Node, defaults: Mapping[str, _Node]) -> Quantity
     if invalid_node is not None:
         bits = 16 * TYPES[qtype]
         invalid = tuple(
-            item.integer(-(2 ** (bits - 1)), 2**bits - 1) for item in invalid_node.items()
+            _as_type(qtype, bits, item.integer(-(2 ** (bits - 1)), 2**bits - 1))
+            for item in invalid_node.items()
         )
     return Quantity(
         name=name,
@@ -416,6 +419,17 @@ def _quantity(name: str, node: _Node, defaults: Mapping[str, _Node]) -> Quantity
         scale=scale,
         invalid=invalid,
     )
+
+
+def _as_type(qtype: str, bits: int, raw: int) -> int:
+    """An ``invalid`` value as its type decodes the same bits: vendor documents write markers
+    in either form (0x80000000 or -2147483648 for an int32; 0xFFFF or -1 for a uint16), and
+    the decoded value is what is compared."""
+    if qtype.startswith("int") and raw >= 1 << (bits - 1):
+        return raw - (1 << bits)
+    if qtype.startswith("uint") and raw < 0:
+        return raw + (1 << bits)
+    return raw
 
 
 def _check_overlaps(quantities: Sequence[tuple[Quantity, _Node]]) -> None:

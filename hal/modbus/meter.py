@@ -35,8 +35,8 @@ import math
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -55,6 +55,7 @@ __all__ = [
     "MeterUrl",
     "ModbusMeter",
     "PollError",
+    "Polled",
     "open_meter",
     "parse_url",
     "quiet_pymodbus",
@@ -246,15 +247,35 @@ class PollError(Exception):
         self.connect = connect
 
 
+class Polled(NamedTuple):
+    """One meter's quantities from one poll, and when its currents were read."""
+
+    values: dict[str, float | None]
+    # The clock just before the request holding the first current register was sent (the
+    # oldest current of the poll): a poll of several requests takes time, and a reading is
+    # as old as its currents, not as its last request.
+    current_at: float
+
+
+def _holds_current(block: Block) -> bool:
+    return any(q.name.startswith("amps_") for q in block.quantities)
+
+
 class Line:
     """One bus (a TCP server or an RS485 device), its pymodbus client and its meters."""
 
     def __init__(self, url: MeterUrl) -> None:
         self.url = url
         self.meters: list[ModbusMeter] = []
+        self.loop: asyncio.AbstractEventLoop | None = None  # where its polling task runs
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._backoff_s: float | None = None  # while the bus cannot be opened
+
+    def usable_on(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """This line can take a meter on ``loop``: it runs there and its task is not dead (a
+        line left by a loop that ended, or whose task was cancelled, would never poll)."""
+        return self.loop is loop and self._task is not None and not self._task.done()
 
     # --- membership ---------------------------------------------------------------------
 
@@ -266,9 +287,8 @@ class Line:
             )
         self.meters.append(meter)
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"modbus line {self.url.where}"
-            )
+            self.loop = asyncio.get_running_loop()
+            self._task = self.loop.create_task(self._run(), name=f"modbus line {self.url.where}")
 
     async def remove(self, meter: ModbusMeter) -> None:
         if meter in self.meters:
@@ -323,6 +343,9 @@ class Line:
         except (TimeoutError, OSError) as exc:
             ok = False
             detail = f": {exc}" if str(exc) else ""
+        except BaseException:
+            client.close()  # cancelled (stop() during a connect) or worse: leave nothing open
+            raise
         else:
             detail = ""
         if not ok:
@@ -373,12 +396,22 @@ class Line:
         return list(registers)
 
     async def poll(
-        self, unit: int, meter_map: MeterMap, timeout_s: float, retries: int
-    ) -> dict[str, float | None]:
-        """Every block of one meter, each tried at most ``1 + retries`` times."""
+        self,
+        unit: int,
+        meter_map: MeterMap,
+        timeout_s: float,
+        retries: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Polled:
+        """Every block of one meter, each tried at most ``1 + retries`` times; ``clock`` is
+        read just before (each try of) the first request that holds a current."""
         values: dict[str, float | None] = {}
+        current_at: float | None = None
         for block in meter_map.blocks:
+            stamp = current_at is None and _holds_current(block)
             for attempt in range(retries + 1):
+                if stamp:
+                    current_at = clock()
                 try:
                     registers = await self.read(unit, block, timeout_s)
                     break
@@ -390,7 +423,7 @@ class Line:
                     if attempt == retries or not exc.reset or exc.connect:
                         raise
             values.update(codec.decode(block, registers))
-        return values
+        return Polled(values, clock() if current_at is None else current_at)
 
     # --- the polling task ---------------------------------------------------------------
 
@@ -403,14 +436,15 @@ class Line:
                 if meter not in self.meters:
                     continue
                 try:
-                    values = await self.poll(
+                    polled = await self.poll(
                         meter.url.unit,
                         meter.map,
                         meter.url.timeout_s,
                         meter.url.retries if meter.healthy else 0,
+                        meter.clock,
                     )
                     self._backoff_s = None
-                    meter.poll_done(values)
+                    meter.poll_done(polled.values, polled.current_at)
                 except PollError as exc:
                     meter.poll_failed(exc.reason)
                     if exc.connect:
@@ -429,15 +463,23 @@ class Line:
 
 
 class LinePool:
-    """Lines by (running event loop, bus), reference-counted by the meters started on them."""
+    """Lines by (running event loop, bus), reference-counted by the meters started on them.
+
+    A line found under the key is used only if it runs on this very loop and its task is
+    alive; otherwise (a line left by a loop that ended without stopping its meters, a task
+    cancelled from outside) it is treated as absent and replaced by a new one."""
 
     def __init__(self) -> None:
         self._lines: dict[tuple[int, tuple[str, str, int]], Line] = {}
 
     def acquire(self, meter: ModbusMeter) -> Line:
-        key = (id(asyncio.get_running_loop()), meter.url.line_key)
+        loop = asyncio.get_running_loop()
+        for key, old in list(self._lines.items()):
+            if old.loop is not None and old.loop.is_closed():
+                del self._lines[key]  # nothing can run or close it any more
+        key = (id(loop), meter.url.line_key)
         line = self._lines.get(key)
-        if line is None:
+        if line is None or not line.usable_on(loop):
             line = self._lines[key] = Line(meter.url)
         line.add(meter)
         return line
@@ -514,9 +556,12 @@ class ModbusMeter:
 
     # --- what the line reports --------------------------------------------------------------
 
-    def poll_done(self, values: dict[str, float | None]) -> None:
+    def poll_done(self, values: dict[str, float | None], current_at: float | None = None) -> None:
+        """A poll's quantities; ``current_at``: when its currents were read (default now)."""
         try:
-            reading = to_reading(self.map, values, self.clock())
+            reading = to_reading(
+                self.map, values, self.clock() if current_at is None else current_at
+            )
         except AbsurdReading as exc:
             self.poll_failed(f"absurd values refused: {exc}")
             return
@@ -541,11 +586,11 @@ class ModbusMeter:
         if self._episode_start is None:
             self._episode_start = self.clock()
             log.warning(
-                "meter %s: %s; publishing no reading until it answers "
-                "(stale after %g s; retrying, logged once)",
+                "meter %s: %s; no new reading until it answers: the last one keeps its time "
+                "and ages (the station stops using it after its port_machine meter_stale_s); "
+                "retrying, logged once",
                 self.name,
                 reason,
-                self.url.stale_s,
             )
         else:
             log.debug("meter %s: still failing (%d): %s", self.name, self.failures, reason)
@@ -603,9 +648,11 @@ async def read_once(url: str, timeout_s: float | None = None) -> tuple[MeterMap,
     except MapError as exc:
         raise BackendError(str(exc)) from exc
     timeout = parsed.timeout_s if timeout_s is None else timeout_s
-    line = Line(parsed)
+    # The line's client takes its backstop timeout from its URL: the requested one, not the
+    # URL's, or pymodbus would give up first.
+    line = Line(replace(parsed, timeout_s=timeout))
     try:
-        values = await line.poll(parsed.unit, meter_map, timeout, parsed.retries)
+        polled = await line.poll(parsed.unit, meter_map, timeout, parsed.retries)
     finally:
         await line.close()
-    return meter_map, values
+    return meter_map, polled.values

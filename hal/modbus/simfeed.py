@@ -5,6 +5,12 @@ meter model's register map, and copies what each simulated meter reads into its 
 times a second. A station whose ports' ``meter:`` URLs point at it then runs the sim pilot bus
 with real Modbus meters over loopback: the whole backend (pymodbus client, batching, decoding,
 staleness) is in the loop the simulated cars' current reaches the allocation through.
+
+A unit whose copy fails (any error, or no reading) answers every read with exception 4
+(server device failure) until a copy succeeds again: the station's meter then publishes
+nothing and goes stale, which is safe, instead of reading frozen values as fresh. The feed
+never stops on an error; each failure episode is logged once when it starts and once when it
+ends (docs/meters.md).
 """
 
 from __future__ import annotations
@@ -24,6 +30,10 @@ log = logging.getLogger(__name__)
 # Ten copies a second: well under the backend's default poll interval (0.5 s), so what the
 # station reads over Modbus is at most ~0.1 s older than the simulated meter.
 FEED_PERIOD_S = 0.1
+# MODBUS Application Protocol Specification V1.1b3, 7: exception 04 "server device failure",
+# "an unrecoverable error occurred while the server was attempting to perform the requested
+# action": what a meter whose measurement failed answers.
+DEVICE_FAILURE = 4
 
 
 class SimMeterFeed:
@@ -42,14 +52,40 @@ class SimMeterFeed:
         self.server = MeterServer(model, range(1, len(self.meters) + 1), host=host, port=port)
         self.period_s = period_s
         self._task: asyncio.Task[None] | None = None
-        self._warned = False
+        self.failing: dict[int, str] = {}  # unit -> why its last copy failed (it answers 4)
+        self.failures = 0  # failed copies, in all
 
     def copy(self) -> None:
-        """Copy every simulated meter's latest reading into its unit's registers."""
+        """Copy every simulated meter's latest reading into its unit's registers; a unit whose
+        copy fails answers exception 4 until one succeeds (never raises)."""
         for unit, meter in enumerate(self.meters, start=1):
-            reading = meter.latest()
-            if reading is not None:
+            try:
+                reading = meter.latest()
+                if reading is None:
+                    raise LookupError("the simulated meter has no reading")
                 self.server.set_reading(unit, reading)
+            except Exception as exc:  # any error: this unit stops answering, the rest go on
+                self._failed(unit, f"{type(exc).__name__}: {exc}")
+            else:
+                self._recovered(unit)
+
+    def _failed(self, unit: int, why: str) -> None:
+        self.failures += 1
+        self.server.exception[unit] = DEVICE_FAILURE
+        if unit not in self.failing:
+            log.warning(
+                "sim meter feed: unit %d cannot be updated (%s); it answers exception %d "
+                "(server device failure) until it can (logged once)",
+                unit,
+                why,
+                DEVICE_FAILURE,
+            )
+        self.failing[unit] = why
+
+    def _recovered(self, unit: int) -> None:
+        if self.failing.pop(unit, None) is not None:
+            self.server.exception.pop(unit, None)
+            log.info("sim meter feed: unit %d updated again", unit)
 
     async def start(self) -> None:
         self.copy()
@@ -74,9 +110,4 @@ class SimMeterFeed:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.period_s)
-            try:
-                self.copy()
-            except ValueError as exc:  # a simulated value the map cannot hold: keep serving
-                if not self._warned:
-                    log.warning("sim meter feed: %s (logged once)", exc)
-                self._warned = True
+            self.copy()  # never raises: a failing unit stops answering, the feed goes on

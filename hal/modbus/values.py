@@ -1,10 +1,10 @@
 """Decoded meter quantities -> a ``MeterReading``, refusing what no real meter can show.
 
-One job: judge a poll's quantities (NaN, negative current beyond noise, current beyond the
-model's rating, impossible voltage or energy) and, if they make sense, assemble the reading the
-station loop uses. A refused poll is reported as an ``AbsurdReading`` and the meter publishes
-nothing from it: a stale meter is safe (the port counts at its full effective offer), a wrong
-one is not.
+One job: judge a poll's quantities (NaN, a phase current the meter marks invalid, negative
+current beyond noise, current beyond the model's rating, impossible voltage or energy) and, if
+they make sense, assemble the reading the station loop uses. A refused poll is reported as an
+``AbsurdReading`` and the meter publishes nothing from it: a stale meter is safe (the port
+counts at its full effective offer), a wrong one is not.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def to_reading(
     for n in range(1, meter_map.phases + 1):
         a = checked.get(f"amps_l{n}")
         if a is None:
-            if n == 1:
-                raise AbsurdReading("amps_l1 is not available")
-            a = 0.0  # a phase the meter does not measure carries nothing we can count
+            # The meter's "invalid" marker (or no value): that phase's current is unknown, not
+            # 0 A. A reading that counted it as 0 A would free current that may be flowing.
+            raise AbsurdReading(f"amps_l{n} is not available (the meter's invalid marker)")
         if a < -NOISE_A:
             raise AbsurdReading(f"amps_l{n} is {a:g} A (negative beyond {NOISE_A} A of noise)")
         if a > meter_map.plausible_max_a:
