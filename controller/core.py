@@ -255,6 +255,15 @@ class Controller:
                 limits[lid] = max(limits[lid], held.value)
         return limits
 
+    # --- round robin ------------------------------------------------------------------
+
+    def restart_round_robin(self) -> None:
+        """Forget who waits and every resume hold (served accounts stay), so the next tick
+        ranks afresh: what a link that returns starts from, and what a coordinator does when
+        stations it held back come back to sharing."""
+        self._rotation.reset()
+        self._leftover.reset()
+
     # --- the tick ---------------------------------------------------------------------
 
     def update(
@@ -274,8 +283,7 @@ class Controller:
         self._learn(now, obs, mins, link_up)
         if link_up != self._link_up:
             # Sharing stops or resumes from a clean slate (who waits, resume holds).
-            self._rotation.reset()
-            self._leftover.reset()
+            self.restart_round_robin()
         self._link_up = link_up
         plan = self._share(now, obs, mins) if link_up else self._fallback()
 

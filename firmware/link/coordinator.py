@@ -166,15 +166,6 @@ class CoordinatorSettings:
         return EV_RESPONSE_S + self.latency_margin_s
 
 
-def _restart_round_robin(controller: Controller) -> None:
-    """Forget who waits and every resume hold (served accounts stay): the same clean slate
-    `Controller.update` starts from when its link returns. (Controller has no public call for
-    it; this reaches into its round-robin state rather than faking a link toggle, which would
-    also run a fallback tick through its sequencer.)"""
-    controller._rotation.reset()
-    controller._leftover.reset()
-
-
 @dataclass(frozen=True, slots=True)
 class _Sent:
     ts: float
@@ -479,7 +470,7 @@ class CoordinatorCore:
             # when its link returns; served accounts are kept. Safety does not rest on it:
             # whatever the inner controller decides, `_sequence` raises a port only into
             # room that every other port's bound leaves, reserved stations' included.
-            _restart_round_robin(self.controller)
+            self.controller.restart_round_robin()
         self._inner_reserved = now_reserved
         observations: dict[str, PortObservation] = {}
         for s in self._stations.values():
