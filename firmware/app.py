@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,7 +67,15 @@ def build_station(
             list(wire),
             local_ids=wire,
             telemetry_period_s=config.link.telemetry_period_s,
+            keyring=config.link.keyring,
         )
+        if config.link.keyring is None:
+            logging.getLogger("ampshare.link").warning(
+                "INSECURE: station %s has no site key (link: insecure: true): it applies "
+                "unsigned limits, which anyone who can publish on the broker can forge "
+                "(docs/mqtt.md, Threat model)",
+                config.id,
+            )
         allocator = LinkedController(controller, link)
     station = Station(
         config.site,

@@ -44,6 +44,7 @@ from controller.schedule import (
     parse_days,
 )
 from controller.site import DEFAULT_METER_STALE_S, SiteConfig, SiteMeterSpec, default_station
+from firmware.link.auth import KeyFileError, Keyring, load_keyring
 from firmware.models import MODELS, StationModel
 from firmware.port import PortConfig
 from firmware.yamlnodes import ConfigError, Fields, Value, load_document, parse_duration
@@ -107,6 +108,10 @@ class LinkConfig:
     cert: str | None = None
     key: str | None = None
     telemetry_period_s: float = DEFAULT_TELEMETRY_PERIOD_S
+    # The site key (firmware.link.auth) read from ``key_file``; None only with ``insecure:
+    # true`` (a lab link whose limits anyone on the broker can forge).
+    keyring: Keyring | None = field(default=None, repr=False)
+    key_file: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -833,14 +838,26 @@ def station_from_value(doc: Value) -> StationConfig:
     )
 
 
-_LINK_KEYS = ("broker", "site", "username", "password", "password_file", "tls", "telemetry_period")
+_LINK_KEYS = (
+    "broker",
+    "site",
+    "username",
+    "password",
+    "password_file",
+    "tls",
+    "telemetry_period",
+    "key_file",
+    "insecure",
+)
 # A topic level must not hold MQTT's separator or wildcards (MQTT 3.1.1, 4.7.1).
 _TOPIC_FORBIDDEN = frozenset("/+#\0")
 
 
 def parse_broker_url(text: str) -> tuple[str, int, bool]:
-    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` -> (host, port, tls); ValueError."""
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` -> (host, port, tls); ValueError,
+    whose message never repeats a password written into the URL."""
     parts = urlsplit(text)
+    text = redact_url(text)
     if parts.scheme not in ("mqtt", "mqtts") or "://" not in text:
         raise ValueError(f"{text!r} is not a broker URL (expected mqtt://HOST:PORT or mqtts://...)")
     if parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc:
@@ -858,6 +875,18 @@ def parse_broker_url(text: str) -> tuple[str, int, bool]:
         raise ValueError(f"{text!r}: no host")
     tls = parts.scheme == "mqtts"
     return parts.hostname, port or (MQTTS_PORT if tls else MQTT_PORT), tls
+
+
+def redact_url(text: str) -> str:
+    """``text`` with any ``user:password@`` of a URL replaced by ``***@``: what an error message
+    or a log line may repeat of a URL somebody typed (a password must never reach a log)."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    netloc, slash, tail = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    return f"{scheme}{sep}{netloc}{slash}{tail}"
 
 
 def _topic_id(value: Value, what: str) -> str:
@@ -928,6 +957,24 @@ def _link(value: Value, station_id: str) -> LinkConfig:
                 f"{_fmt(period)} s is not allowed (allowed: 0.1 s .. 60 s; the coordinator "
                 "takes a station that stays silent much longer for offline)"
             )
+    keyring, key_path = None, None
+    key_value, insecure_value = fields.get("key_file"), fields.get("insecure")
+    insecure = False if insecure_value is None else insecure_value.boolean()
+    if key_value is not None:
+        if insecure_value is not None and insecure:
+            insecure_value.fail("insecure: true and a key_file contradict each other")
+        key_path = _readable_file(key_value)
+        try:
+            keyring = load_keyring(key_path)
+        except KeyFileError as exc:
+            key_value.fail(str(exc))
+    elif not insecure:
+        value.fail(
+            "a site link needs key_file: (the site key that signs limits; `ampshare keygen "
+            "FILE` makes one), or insecure: true for a lab without one (docs/mqtt.md, "
+            '"Threat model")',
+            f"{value.field}.key_file",
+        )
     return LinkConfig(
         broker=broker,
         site=site,
@@ -940,6 +987,8 @@ def _link(value: Value, station_id: str) -> LinkConfig:
         cert=cert,
         key=key,
         telemetry_period_s=period,
+        keyring=keyring,
+        key_file=key_path,
     )
 
 

@@ -25,6 +25,7 @@ from controller.limits import LimitTree
 from controller.site import SiteConfig
 from firmware.app import build_station
 from firmware.config import load_station
+from firmware.link.auth import Keyring, generate_key_file, load_keyring
 from firmware.link.coordinator import CoordinatorCore, CoordinatorSettings
 from firmware.link.mqtt import Backoff, BrokerSettings, CoordinatorService, StationMqttLink
 from firmware.link.station_link import LinkedController, StationLink
@@ -52,8 +53,10 @@ def station_yaml(
     password: str | None = None,
     tls_ca: str | None = None,
     telemetry_period: str = "2s",
+    key_file: str | None = None,
 ) -> str:
-    """A CT4000 jumper station on a 40 A feed, fallback 8 A per port, linked to ``site``."""
+    """A CT4000 jumper station on a 40 A feed, fallback 8 A per port, linked to ``site``
+    (signed with ``key_file``; without one, an insecure lab link)."""
     lines = [
         f"station: {station}",
         "model: ct4000",
@@ -75,6 +78,7 @@ def station_yaml(
         lines.append(f"  password: {password}")
     if tls_ca is not None:
         lines.append(f"  tls: {{ca: {tls_ca}}}")
+    lines.append("  insecure: true" if key_file is None else f"  key_file: {key_file}")
     if evs:
         lines += ["sim:", "  evs:"]
         for ev in evs:
@@ -166,8 +170,17 @@ class SiteRig:
     violations: list[Violation] = field(default_factory=list)
     ticks: int = 0
     limits: Callable[[], Mapping[str, float]] | None = None
+    # Signed like a real site (a fresh site key in workdir); False: an insecure lab link.
+    keyed: bool = True
 
     def __post_init__(self) -> None:
+        self.key_file: Path | None = None
+        self.keyring: Keyring | None = None
+        if self.keyed:
+            self.key_file = self.workdir / "site.key"
+            if not self.key_file.exists():
+                generate_key_file(self.key_file)
+            self.keyring = load_keyring(self.key_file)
         self.tree = LimitTree.from_spec(self.site.spec)
         self.clock = StationClock(self.speed)  # the coordinators' clock (and wall)
         self.effective: dict[str, float] = dict.fromkeys(self.tree.ports, 0.0)
@@ -183,6 +196,8 @@ class SiteRig:
     def station_file(self, station: str, evs: Sequence[Mapping[str, Any]], **kw: Any) -> Path:
         path = self.workdir / f"{station}.yaml"
         url = kw.pop("broker", self.broker.url)
+        if self.key_file is not None:
+            kw.setdefault("key_file", str(self.key_file))
         path.write_text(station_yaml(station, self.site.spec.id, url, evs, **kw))
         return path
 
@@ -242,7 +257,7 @@ class SiteRig:
     async def start_coordinator(
         self, broker: BrokerSettings | None = None, *, identifier: str | None = None
     ) -> CoordinatorService:
-        core = CoordinatorCore(self.site, self.settings)
+        core = CoordinatorCore(self.site, self.settings, keyring=self.keyring)
         service = CoordinatorService(
             broker or self.broker,
             core,

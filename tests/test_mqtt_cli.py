@@ -14,6 +14,7 @@ from sitelink import ev, station_yaml
 
 from firmware.app import build_station
 from firmware.config import load_station
+from firmware.link.auth import generate_key_file
 from firmware.runner import RealtimeRunner
 from hal.clock import StationClock
 from hal.modbus.server import MeterServer
@@ -48,6 +49,10 @@ ports:
         ([str(SITE), "--password-file", "/nonexistent", "--username", "u"], "password-file"),
         ([str(SITE), "--valid", "4s"], "valid_s must cover"),
         ([str(SITE), "--period", "10s"], "rise_delay_s"),
+        ([str(SITE), "--valid", "61s"], "above the 60 s a station accepts"),
+        ([str(SITE), "--key-file", "/nonexistent"], "--key-file: /nonexistent"),
+        ([str(SITE), "--key-file", str(SITE), "--insecure"], "contradict"),
+        ([str(SITE), "--broker", "mqtt://u:hunter2@h:0"], "***@h"),
     ],
 )
 def test_bad_input_exits_2(
@@ -55,15 +60,26 @@ def test_bad_input_exits_2(
 ) -> None:
     if "--broker" not in args:
         args = [*args, "--broker", "mqtt://127.0.0.1:1883"]
+    if "--key-file" not in args and "--insecure" not in args:
+        args = [*args, "--insecure"]
     assert ampshare(["coordinator", *args]) == 2
     err = capsys.readouterr().err
     assert message in err, err
+    assert "hunter2" not in err  # a password in a URL is never repeated
+
+
+def test_a_coordinator_without_a_key_is_refused_unless_insecure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert ampshare(["coordinator", str(SITE), "--broker", "mqtt://127.0.0.1:1883"]) == 2
+    assert "--key-file FILE is required" in capsys.readouterr().err
 
 
 def test_bad_site_meter_url_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(SITE_WITH_METER.format(url="modbus-tcp://127.0.0.1:502?unit=1&model=nope"))
-    assert ampshare(["coordinator", str(site), "--broker", "mqtt://127.0.0.1:1883"]) == 2
+    args = ["coordinator", str(site), "--broker", "mqtt://127.0.0.1:1883", "--insecure"]
+    assert ampshare(args) == 2
     assert "site meter of group site" in capsys.readouterr().err
 
 
@@ -78,8 +94,12 @@ def test_coordinator_command_shares_with_a_station_and_reads_the_site_meter(
         site.write_text(
             SITE_WITH_METER.format(url=f"{server.url_base}?unit=1&model=sdm630&interval=0.1")
         )
+        key = tmp_path / "site.key"
+        generate_key_file(key)
         station_file = tmp_path / "st1.yaml"
-        station_file.write_text(station_yaml("st1", "m1", mosquitto.url, [ev(1, 0), ev(2, 0)]))
+        station_file.write_text(
+            station_yaml("st1", "m1", mosquitto.url, [ev(1, 0), ev(2, 0)], key_file=str(key))
+        )
         clock = StationClock()
         station = build_station(load_station(station_file), clock=clock)
         runner = RealtimeRunner(station, clock=clock)
@@ -91,6 +111,8 @@ def test_coordinator_command_shares_with_a_station_and_reads_the_site_meter(
             str(site),
             "--broker",
             mosquitto.url,
+            "--key-file",
+            str(key),
             "--for",
             "4s",
             "--no-live",

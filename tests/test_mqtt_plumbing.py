@@ -253,17 +253,31 @@ link:
         ),
         ("  broker: mqtt://x\n  site: hq\n  telemetry_period: 2m\n", 12, "link", "allowed: 0.1 s"),
         ("  broker: mqtt://x\n  site: hq\n  keepalive: 5\n", 12, "link.keepalive", "unknown key"),
+        ("  broker: mqtt://x\n  site: hq\n", 9, "link.key_file", "insecure: true"),
+        ("  broker: mqtt://x\n  site: hq\n  key_file: nope\n", 12, "link.key_file", "no such"),
+        ("  broker: mqtt://x\n  site: hq\n  key_file: short\n", 12, "link.key_file", "too short"),
+        ("  broker: mqtt://x\n  site: hq\n  key_file: pw\n", 12, "link.key_file", "hex"),
+        (
+            "  broker: mqtt://x\n  site: hq\n  key_file: good\n  insecure: true\n",
+            13,
+            "link.insecure",
+            "contradict",
+        ),
+        ("  broker: mqtt://u:hunter2@x\n  site: hq\n", 10, "link.broker", "***@x"),
     ],
 )
 def test_link_config_refusals_name_file_line_field(
     tmp_path: Path, link: str, line: int, field: str, message: str
 ) -> None:
     (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "short").write_text("00ff\n")
+    (tmp_path / "good").write_text("ab" * 32 + "\n")
     path = tmp_path / "station.yaml"
     path.write_text(STATION + link)
     with pytest.raises(ConfigError) as info:
         load_station(path)
     exc = info.value
+    assert "hunter2" not in str(exc)  # a password in a URL is never repeated
     assert (exc.path, exc.line) == (str(path), line), str(exc)
     assert exc.field.startswith(field) and message in exc.message, str(exc)
 
@@ -275,7 +289,7 @@ def test_link_config_reads_the_password_file_and_tls_paths(tmp_path: Path) -> No
     path.write_text(
         STATION
         + "  broker: mqtts://broker.example\n  site: hq\n  username: st1\n"
-        + "  password_file: pw\n  tls: {ca: ca.pem}\n  telemetry_period: 2s\n"
+        + "  password_file: pw\n  tls: {ca: ca.pem}\n  telemetry_period: 2s\n  insecure: true\n"
     )
     link = load_station(path).link
     assert link is not None

@@ -18,6 +18,7 @@ from sitelink import SiteRig, ev
 
 from firmware.config import load_site_config
 from firmware.link import topics
+from firmware.link.auth import open_envelope
 from firmware.link.mqtt import BrokerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ def limits(**fields: Any) -> bytes:
         "station": "st1",
         "seq": 0,
         "ts": 1000.0,
-        "valid_s": 600,
+        "valid_s": 60,
         "ports": {"st1.1": 10.0, "st1.2": 10.0},
     }
     doc.update(fields)
@@ -50,7 +51,7 @@ def test_bad_limit_messages_are_rejected_counted_and_never_applied(
     topic = topics.station_limits("t3", "st1")
 
     async def main() -> None:
-        rig = SiteRig(SITE, broker, tmp_path)  # no coordinator: the test speaks for it
+        rig = SiteRig(SITE, broker, tmp_path, keyed=False)  # no coordinator: the test speaks
         try:
             rs = await rig.add_station("st1", [ev(1, 1), ev(2, 1)])
             link = rs.link
@@ -76,6 +77,8 @@ def test_bad_limit_messages_are_rejected_counted_and_never_applied(
                     limits(valid_s=0),
                     limits(ts=999.0),  # older than the applied one: a replay
                     limits(ts=1000.0),  # the same one again
+                    limits(ts=1e12),  # far ahead of the coordinator's clock: forged
+                    limits(valid_s=61, ts=1001.0),  # longer than a station accepts
                     limits(station="st2", ts=2000.0),
                     limits(site="elsewhere", ts=2000.0),
                     limits(extra=1, ts=2000.0),
@@ -84,7 +87,17 @@ def test_bad_limit_messages_are_rejected_counted_and_never_applied(
                     await rogue.publish(topic, payload, qos=1)
                 await rig.until(lambda: rs.mqtt.received == 1 + len(bad), "every message seen")
                 assert sum(link.rejected.values()) == len(bad), link.rejected
-                for reason in ("json", "schema", "version", "port", "value", "replay", "station"):
+                reasons = (
+                    "json",
+                    "schema",
+                    "version",
+                    "port",
+                    "value",
+                    "replay",
+                    "station",
+                    "future",
+                )
+                for reason in reasons:
                     assert link.rejected[reason] >= 1, (reason, link.rejected)
 
                 # A flood: 1000 messages as fast as the client sends them.
@@ -99,7 +112,7 @@ def test_bad_limit_messages_are_rejected_counted_and_never_applied(
 
                 # The link still works: a valid, newer message is applied.
                 await rig.hold(5)  # the flood limiter refills
-                await rogue.publish(topic, limits(ts=5000.0, ports={"st1.1": 12, "st1.2": 12}))
+                await rogue.publish(topic, limits(ts=1001.0, ports={"st1.1": 12, "st1.2": 12}))
                 await rig.until(lambda: rs.offers() == {"st1.1": 12.0, "st1.2": 12.0}, "12 A")
         finally:
             await rig.close()
@@ -157,7 +170,8 @@ def test_a_station_process_shares_with_in_process_stations(
                 async for message in client.messages:
                     assert isinstance(message.payload, bytes)
                     if message.topic.value.endswith("/telemetry"):
-                        telemetry.update(json.loads(message.payload))
+                        body = open_envelope(message.payload, rig.keyring)
+                        telemetry.update(json.loads(body))
                         for pid, port in telemetry["ports"].items():
                             # Its offers count in the circuit check (as offered, not effective).
                             rig.effective[pid] = port["offered_a"]

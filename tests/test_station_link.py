@@ -128,11 +128,11 @@ def test_replayed_or_reordered_limits_are_refused() -> None:
 
 def test_a_flood_is_refused_before_decoding_and_counted() -> None:
     lk = link(flood_rate=20.0, flood_burst=50.0)
-    accepted = sum(lk.receive_limits(5.0, limits(1.0 + k)) for k in range(1000))
+    accepted = sum(lk.receive_limits(5.0, limits(1.0 + 0.001 * k)) for k in range(1000))
     assert accepted == 50
     assert lk.rejected["flood"] == 950
     # The bucket refills: a second later, 20 more messages get through.
-    assert sum(lk.receive_limits(6.0, limits(2000.0 + k)) for k in range(100)) == 20
+    assert sum(lk.receive_limits(6.0, limits(2.0 + 0.001 * k)) for k in range(100)) == 20
 
 
 def test_refusals_are_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:

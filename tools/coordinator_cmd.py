@@ -49,6 +49,15 @@ def register(sub: Any) -> None:
     parser.add_argument("--tls-cert", help="client certificate (mqtts://)")
     parser.add_argument("--tls-key", help="client certificate's key (mqtts://)")
     parser.add_argument(
+        "--key-file",
+        help="the site key that signs limits and verifies telemetry (`ampshare keygen FILE`)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="run without a site key (a lab: anyone on the broker can forge limits)",
+    )
+    parser.add_argument(
         "--valid",
         type=duration,
         default=30.0,
@@ -109,6 +118,21 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         return _fail(f"--broker: {exc}")
+    from firmware.link.auth import KeyFileError, load_keyring
+
+    keyring = None
+    if args.key_file is not None:
+        if args.insecure:
+            return _fail("--key-file and --insecure contradict each other")
+        try:
+            keyring = load_keyring(args.key_file)
+        except KeyFileError as exc:
+            return _fail(f"--key-file: {exc}")
+    elif not args.insecure:
+        return _fail(
+            "--key-file FILE is required (the site key that signs limits; `ampshare keygen "
+            "FILE` makes one), or --insecure for a lab without one"
+        )
     try:
         settings = CoordinatorSettings(valid_s=args.valid, publish_period_s=args.period)
     except ValueError as exc:
@@ -129,7 +153,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
-    core = CoordinatorCore(site, settings)
+    core = CoordinatorCore(site, settings, keyring=keyring)
+    if keyring is None:
+        logging.getLogger("ampshare.coordinator").warning(
+            "INSECURE: no site key; limits go out unsigned and telemetry is not verified: "
+            "anyone who can publish on the broker can forge limits (docs/mqtt.md, Threat model)"
+        )
     report = _Report(site.spec.id, core, clock)
     service = CoordinatorService(
         broker,
@@ -203,7 +232,10 @@ class _Report:
             print(f"t={self.clock():9.2f}s {line}", flush=True)
 
     def step(self, now: float, messages: list[Any]) -> None:
+        alarms = self.core.alarms()
         for station, status in self.core.station_status(now).items():
+            if station in alarms:
+                status = f"untrusted: {alarms[station]}"
             if self._status.get(station) != status:
                 self._status[station] = status
                 self._print(f"station {station}: {status}")

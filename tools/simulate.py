@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import time
 from collections import deque
@@ -38,9 +39,9 @@ from controller.model import SiteSpec
 from controller.site import SiteConfig, SiteMeterSpec
 from firmware.app import control_settings
 from firmware.link import topics
+from firmware.link.auth import Keyring
 from firmware.link.coordinator import CoordinatorCore
 from firmware.link.inprocess import InProcessTransport
-from firmware.link.messages import encode_limits
 from firmware.link.station_link import LinkedController, StationLink
 from firmware.port import Mode
 from firmware.runner import SiteRunner, VirtualRunner
@@ -540,7 +541,10 @@ class _Site:
         self.transport = InProcessTransport(
             spec.latency_s, jitter_s=spec.jitter_s, seed=scenario.seed
         )
-        self.coordinator = CoordinatorCore(self.config, spec.settings)
+        # The link is signed as on a real site (firmware.link.auth), so a simulated day runs
+        # the same verification; the key is made from the seed: a run is reproducible.
+        self.keyring = Keyring((hashlib.sha256(f"ampshare sim {scenario.seed}".encode()).digest(),))
+        self.coordinator = CoordinatorCore(self.config, spec.settings, keyring=self.keyring)
         self.restarts = 0
         self.links: dict[str, StationLink] = {}
         self.stations: dict[str, Station] = {}
@@ -553,6 +557,7 @@ class _Site:
                 pids,
                 telemetry_period_s=spec.telemetry_period_s,
                 rise_delay_s=spec.settings.rise_delay_s,
+                keyring=self.keyring,
             )
             controller = Controller(LimitTree.from_spec(local), control_settings(scenario.control))
             self.links[sid] = link
@@ -580,7 +585,7 @@ class _Site:
         return self.scenario.start + timedelta(seconds=now)
 
     def restart_coordinator(self) -> None:
-        self.coordinator = CoordinatorCore(self.config, self.spec.settings)
+        self.coordinator = CoordinatorCore(self.config, self.spec.settings, keyring=self.keyring)
         self.restarts += 1
         self._dirty = True
 
@@ -604,7 +609,7 @@ class _Site:
             return woken  # nothing new, no timer due: the step would decide the same
         for msg in self.coordinator.step(now, self.wall(now)):
             topic = topics.station_limits(self.site_id, msg.station)
-            self.transport.send(now, topic, encode_limits(msg))
+            self.transport.send(now, topic, self.coordinator.encode(msg))
         return woken
 
     def changed(self, index: int, now: float) -> bool:

@@ -11,18 +11,34 @@ API (the contract the MQTT shell and the simulator code against)::
     core = CoordinatorCore(site_config, CoordinatorSettings(valid_s=30, publish_period_s=5))
     core.receive_telemetry(now, payload) -> bool   # refusals counted in core.rejected
     core.station_offline(now, station)             # its status went "offline" (last will)
+    core.station_online(now, station)              # it (re)connected: send its limits now
+    core.reconnected(now)                          # our own session is new: send everyone's
+    core.encode(msg) -> bytes                      # a Limits message as published (signed)
     core.set_meter(now, group, kw)                 # a site meter reading (DLM); None: none
     core.step(now, wall) -> list[Limits]           # the messages to publish now
     core.next_deadline() -> float | None
     core.limits() -> dict[str, float]              # the site's limit values as in force
     core.station_status(now) -> dict[str, str]     # "sharing" or why it is reserved
+    core.alarms() -> dict[str, str]                # untrusted stations and why
 
 Refusals are counted in ``rejected`` by reason and logged once per episode: telemetry that
 fails the schema-1 codec ("json", "schema", "version", "value", "size"), comes from an
 unknown "station", names a "port" that is not that station's, is a "flood" (more than 20 a
 second per station), or a "replay" (``ts`` not after the last one, unless the station was
-offline or silent: it may have restarted); a site meter reading for a group without a meter,
-or not a number ("meter").
+offline or silent: it may have restarted); with a site key (``firmware.link.auth``), telemetry
+that is not signed by it ("unsigned", "signature"); a site meter reading for a group without a
+meter, or not a number ("meter").
+
+The coordinator trusts what it measures, not what it is told (docs/mqtt.md, "Threat model").
+A station whose telemetry acknowledges limits this coordinator never sent it (a ``ts`` newer
+than anything sent, or one between its own messages that is none of them), or shows a port
+offered, or capped, above the bound the core keeps for it (below), is *untrusted*: someone
+else gave it limits, or it is broken or compromised. Until it has behaved for
+``station_silent_s`` (acknowledging our own limits, every port within its bound), the core
+reserves the station's local maximum (what its own breakers and port ratings allow, whatever
+any message says: ``local_max``) in every limit above it, so the shared circuit holds even if
+it offers that much; it raises an alarm (logged, ``alarms()``, and "untrusted" in
+``station_status``).
 
 How it stays safe. For every port the core keeps a *bound*: the most that port's station may
 be offering, or may have offered within the last 5 s (DESIGN.md "The safe-offer invariant"),
@@ -79,6 +95,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from controller.allocate import PortRequest, allocate
 from controller.core import Controller, ControlSettings
 from controller.dynamic import dynamic_limits, next_change
 from controller.fallback import fallback_level
@@ -86,8 +103,20 @@ from controller.limits import LOAD_TOLERANCE, LimitTree
 from controller.model import J1772_MIN_A, PortObservation
 from controller.sequence import floor_dA
 from controller.site import SiteConfig
-from firmware.link.messages import Limits, MessageError, PortTelemetry, decode_telemetry
-from firmware.link.station_link import DEFAULT_RISE_DELAY_S, EV_RESPONSE_S
+from firmware.link.auth import AuthError, Keyring, open_envelope
+from firmware.link.messages import (
+    Limits,
+    MessageError,
+    PortTelemetry,
+    decode_telemetry,
+    encode_limits,
+)
+from firmware.link.station_link import (
+    DEFAULT_MAX_VALID_S,
+    DEFAULT_RISE_DELAY_S,
+    EV_RESPONSE_S,
+    FUTURE_SLACK_S,
+)
 
 __all__ = ["CoordinatorCore", "CoordinatorSettings"]
 
@@ -111,6 +140,14 @@ _TS_STEP = 0.001
 # (firmware.link.station_link): 20 a second sustained, bursts of 50, is a flood beyond that.
 FLOOD_RATE = 20.0
 FLOOD_BURST = 50.0
+# Telemetry rounds currents to 1 mA and limits go out on the 0.1 A grid: an offer or a cap
+# above its bound by more than this is not rounding.
+UNTRUSTED_TOLERANCE_A = 0.01
+# How long the ts of each message sent to a station is remembered, to recognize its
+# acknowledgement: beyond the longest validity a station accepts, no honest station can still
+# have it in force (station_link.DEFAULT_MAX_VALID_S), plus as much again for slow telemetry.
+_SENT_MEMORY_S = 2.0 * DEFAULT_MAX_VALID_S
+_SENT_MEMORY_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +176,11 @@ class CoordinatorSettings:
                 raise ValueError(f"{name} must be > 0 and finite, not {value}")
         if not (math.isfinite(self.latency_margin_s) and self.latency_margin_s >= 0.0):
             raise ValueError("latency_margin_s must be >= 0 and finite")
+        if self.valid_s > DEFAULT_MAX_VALID_S:
+            raise ValueError(
+                f"valid_s {self.valid_s:g} s is above the {DEFAULT_MAX_VALID_S:g} s a station "
+                "accepts (firmware.link.station_link)"
+            )
         if self.valid_s < 2.0 * self.publish_period_s + self.latency_margin_s:
             raise ValueError(
                 "valid_s must cover two publish periods and the latency margin, or stations "
@@ -189,6 +231,13 @@ class _Station:
     last_ts: float = -math.inf
     tokens: float = FLOOD_BURST
     tokens_at: float | None = None
+    # ts -> when, of every message sent within _SENT_MEMORY_S (oldest first): what an
+    # acknowledgement may name. first_ts: our first message to it (older ts: a predecessor's).
+    history: dict[float, float] = field(default_factory=dict)
+    first_ts: float | None = None
+    untrusted: str | None = None  # why, while it is untrusted
+    behaved_since: float | None = None  # untrusted, but consistent since then
+    force: bool = False  # send its limits at the next step (it has just (re)connected)
 
     def take_token(self, now: float) -> bool:
         if self.tokens_at is not None and now > self.tokens_at:
@@ -204,10 +253,18 @@ class _Station:
 class CoordinatorCore:
     """Shares a site's limits between its stations through limit messages (module docstring)."""
 
-    def __init__(self, site: SiteConfig, settings: CoordinatorSettings | None = None) -> None:
+    def __init__(
+        self,
+        site: SiteConfig,
+        settings: CoordinatorSettings | None = None,
+        *,
+        keyring: Keyring | None = None,
+    ) -> None:
         self.site = site
         self.settings = settings = settings or CoordinatorSettings()
         self.site_id = site.spec.id
+        # The site key: limits are signed with it, telemetry must be (firmware.link.auth).
+        self.keyring = keyring
         self._base = LimitTree.from_spec(site.spec)
         control = dataclasses.replace(
             settings.control,
@@ -224,6 +281,9 @@ class CoordinatorCore:
         ports = self._base.ports
         self._fallback = {pid: fallback_level(p) for pid, p in ports.items()}
         self._min = {pid: max(p.min_a, J1772_MIN_A) for pid, p in ports.items()}
+        self.local_max = {
+            pid: a for sid, ps in site.stations.items() for pid, a in _local_max(self._base, ps)
+        }
         self._struct: dict[str, float] = {}
         self._linger: dict[str, list[tuple[float, float]]] = {pid: [] for pid in ports}
         self._sessions: dict[str, tuple[float | None, float]] = {}
@@ -255,8 +315,8 @@ class CoordinatorCore:
         """Validate and take one station's telemetry received at ``now``; False: refused."""
         self._begin(now)
         try:
-            tel = decode_telemetry(payload)
-        except MessageError as exc:
+            tel = decode_telemetry(open_envelope(payload, self.keyring))
+        except (AuthError, MessageError) as exc:
             return self._reject(exc.reason, str(exc))
         s = self._stations.get(tel.station)
         if s is None:
@@ -280,13 +340,15 @@ class CoordinatorCore:
         s.status = tel.status
         s.offline = False
         s.telemetry.update(tel.ports)
+        stranger = None
         if tel.limits_ts is not None:
-            self._ack(s, tel.limits_ts)
+            stranger = self._ack(s, tel.limits_ts, now)
         for pid, p in tel.ports.items():
             self._session(now, pid, p)
             if p.offered_a <= 0.0:
                 self._pwm_off_until[pid] = now + self.settings.window_s
         self._refresh(now)
+        self._check_trust(now, s, tel.ports, stranger, tel.limits_ts)
         tol = CONFIRM_TOLERANCE_A
         res = TELEMETRY_RESOLUTION_A
         for pid, p in tel.ports.items():
@@ -317,6 +379,31 @@ class CoordinatorCore:
         s.tel_ts = None  # a restarted station's clock starts again
         self._refresh(now)
 
+    def station_online(self, now: float, station: str) -> None:
+        """The station says it is (back) on the broker: its limits go out at the next step,
+        not at the next period (it lost any message sent while it was away)."""
+        self._begin(now)
+        s = self._stations.get(station)
+        if s is not None:
+            s.force = True
+
+    def reconnected(self, now: float) -> None:
+        """Our own session to the broker is new: every station's limits go out at the next
+        step (anything sent while we were away is lost), and the stations we heard from before
+        count as heard now: their silence was ours. (Safe: a station whose own link is down
+        is still reserved when its acknowledged limits near expiry, the "overdue" rule, and one
+        that died leaves its last will.)"""
+        self._begin(now)
+        self._publish_all_at = None
+        for s in self._stations.values():
+            if s.heard_at is not None and not s.offline:
+                s.heard_at = max(s.heard_at, now)
+
+    def encode(self, msg: Limits) -> bytes:
+        """``msg`` as published: schema-1 JSON, in a signed envelope when there is a key."""
+        body = encode_limits(msg)
+        return body if self.keyring is None else self.keyring.seal(body)
+
     def set_meter(self, now: float, group: str, kw: float | None) -> bool:
         """A site meter reading for ``group`` (unmanaged load, kW) taken at ``now``; None says
         there is none. An unknown group or a non-finite value is refused (counted "meter")."""
@@ -340,15 +427,82 @@ class CoordinatorCore:
         if self._start is None:
             self._start = now
 
-    def _ack(self, s: _Station, ts: float) -> None:
-        if s.acked is not None and ts <= s.acked.ts:
-            return
+    def _ack(self, s: _Station, ts: float, now: float) -> str | None:
+        """Take an acknowledgement; returns why it cannot be one of ours (None: it is ours,
+        or an older coordinator's, which proves nothing about ours)."""
+        stranger = self._stranger(s, ts, now)
+        if stranger is not None or (s.acked is not None and ts <= s.acked.ts):
+            return stranger
         for k, sent in enumerate(s.sent):
             if sent.ts == ts:
                 s.acked = sent
                 del s.sent[:k]
-                return
-        # Not one of ours (a predecessor's, or pruned): it proves nothing about our messages.
+                return None
+        # Not in the unacknowledged list: older than our first message (a predecessor's), or
+        # one we sent and already saw superseded: it proves nothing about our messages.
+        return None
+
+    def _stranger(self, s: _Station, ts: float, now: float) -> str | None:
+        if ts in s.history:
+            return None
+        newest = s.last_ts
+        if self._wall is not None:  # our wall clock now, as far as the core knows it
+            at, wall = self._wall
+            newest = max(newest, wall.timestamp() + (now - at))
+        if math.isfinite(newest) and ts > newest + FUTURE_SLACK_S:
+            return f"it acknowledges limits of ts {ts!r}, later than anything sent to it"
+        if s.first_ts is not None and ts >= s.first_ts:
+            return f"it acknowledges limits of ts {ts!r}, which were never sent to it"
+        return None
+
+    def _check_trust(
+        self,
+        now: float,
+        s: _Station,
+        ports: Mapping[str, PortTelemetry],
+        stranger: str | None,
+        limits_ts: float | None,
+    ) -> None:
+        """Cross-check what the station says it offers against what it may (module docstring)."""
+        why = stranger
+        bounds = self.bounds()
+        for pid, p in sorted(ports.items()):
+            if why is not None:
+                break
+            bound = bounds[pid] + UNTRUSTED_TOLERANCE_A
+            if p.offered_a > bound:
+                why = f"port {pid} is offered {p.offered_a:g} A, above the {bounds[pid]:g} A sent"
+            elif p.limit_a is not None and p.limit_a > bound:
+                why = f"port {pid} is capped at {p.limit_a:g} A, above the {bounds[pid]:g} A sent"
+        if why is not None:
+            if s.untrusted is None:
+                _log.error(
+                    "ALARM: station %s is untrusted: %s; reserving its local maximum (%s) in "
+                    "every limit above it until it behaves for %g s",
+                    s.id,
+                    why,
+                    ", ".join(f"{pid} {self.local_max[pid]:g} A" for pid in s.ports),
+                    self.settings.station_silent_s,
+                )
+            s.untrusted, s.behaved_since = why, None
+            self._refresh(now)
+            return
+        if s.untrusted is None:
+            return
+        if limits_ts is None or limits_ts not in s.history:
+            s.behaved_since = None  # not (yet) under our limits: nothing proves it behaves
+            return
+        if s.behaved_since is None:
+            s.behaved_since = now
+        if now - s.behaved_since >= self.settings.station_silent_s:
+            _log.warning(
+                "station %s is trusted again: it has followed our limits for %g s (was: %s)",
+                s.id,
+                now - s.behaved_since,
+                s.untrusted,
+            )
+            s.untrusted, s.behaved_since = None, None
+            self._refresh(now)
 
     def _session(self, now: float, pid: str, p: PortTelemetry) -> None:
         # Session order by when the coordinator first saw it: the stations' clocks differ.
@@ -364,6 +518,8 @@ class CoordinatorCore:
     def _reason(self, s: _Station, now: float) -> str | None:
         """Why a station is reserved at its fallback levels, or None: it is sharing."""
         st = self.settings
+        if s.untrusted is not None:
+            return "untrusted"
         if s.offline:
             return "offline"
         if s.acked is None:
@@ -394,6 +550,8 @@ class CoordinatorCore:
                 values.append(cap)
         if reserved:
             values.append(self._fallback[pid])
+        if s.untrusted is not None:
+            values.append(self.local_max[pid])
         return max(values, default=0.0)
 
     def _refresh(self, now: float) -> None:
@@ -557,8 +715,9 @@ class CoordinatorCore:
                     break
                 values[pid] = v
             else:
-                if not (everyone or s.published is None or values != s.published):
+                if not (everyone or s.force or s.published is None or values != s.published):
                     continue
+                s.force = False
                 ts = max(wall_ts, s.last_ts + _TS_STEP)
                 msg = Limits(
                     site=self.site_id,
@@ -572,6 +731,14 @@ class CoordinatorCore:
                 s.last_ts = ts
                 s.published = values
                 s.sent.append(_Sent(ts, now, values))
+                if s.first_ts is None:
+                    s.first_ts = ts
+                s.history[ts] = now
+                while s.history and (
+                    len(s.history) > _SENT_MEMORY_MAX
+                    or next(iter(s.history.values())) < now - _SENT_MEMORY_S
+                ):
+                    del s.history[next(iter(s.history))]
                 if len(s.sent) > _MAX_SENT:
                     first, second = s.sent[0], s.sent[1]
                     wider = {p: max(first.values[p], second.values[p]) for p in s.ports}
@@ -620,8 +787,13 @@ class CoordinatorCore:
 
     def station_status(self, now: float) -> dict[str, str]:
         """Per station: "sharing", or why its fallback levels are reserved ("unknown",
-        "silent", "offline", "fallback", "inhibited", "overdue")."""
+        "silent", "offline", "fallback", "inhibited", "overdue"), or "untrusted" (its local
+        maximum is reserved)."""
         return {sid: self._reason(s, now) or "sharing" for sid, s in self._stations.items()}
+
+    def alarms(self) -> dict[str, str]:
+        """The untrusted stations, and why each is."""
+        return {sid: s.untrusted for sid, s in self._stations.items() if s.untrusted is not None}
 
     def next_deadline(self) -> float | None:
         """The next time `step` would decide differently with no new input."""
@@ -658,3 +830,24 @@ class CoordinatorCore:
                 times.append(at + (boundary - wall).total_seconds())
         due = [t for t in times if t is not None and t > now]
         return min(due) if due else None
+
+
+def _local_max(tree: LimitTree, ports: tuple[str, ...]) -> list[tuple[str, float]]:
+    """The most each of a station's ports can be offered by its own limits (port ratings, Power
+    Select, its feed and every breaker above it), whatever any message says: what an untrusted
+    station is reserved at.
+
+    Its ports alone at full demand, shared max-min fair: under a shared single-phase feed every
+    split of the feed loads each limit above it the same, so this is the most the station can
+    put on any of them. Ports on different phases could load one phase more with an uneven
+    split: then each port is counted at the most it could take alone.
+    """
+    specs = [tree.ports[pid] for pid in ports]
+    if len({p.phases for p in specs}) == 1:
+        result = allocate(tree, {p.id: PortRequest(want_a=p.cap_a) for p in specs})
+        return [(pid, result.amps[pid]) for pid in ports]
+    alone: list[tuple[str, float]] = []
+    for p in specs:
+        result = allocate(tree, {p.id: PortRequest(want_a=p.cap_a)})
+        alone.append((p.id, result.amps[p.id]))
+    return alone

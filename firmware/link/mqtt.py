@@ -13,9 +13,16 @@ an outage begins and once when it ends. The station loop never waits on any of i
 station only calls the pure ``LinkedController``, which reads what this task last received.
 
 QoS and retain (docs/mqtt.md, "QoS and retain"): limits QoS 1, never retained (a limit is
-only good while fresh); status QoS 1, retained, with a last will "offline"; telemetry QoS 0
-(a newer message supersedes a lost one every period, and the coordinator treats a silent
-station conservatively, so a retransmission would only deliver stale state late).
+only good while fresh; a retained one that reaches a station is refused, counted "retained");
+status QoS 1, retained, with a last will "offline"; telemetry QoS 0 (a newer message supersedes
+a lost one every period, and the coordinator treats a silent station conservatively, so a
+retransmission would only deliver stale state late).
+
+MQTT 5 (OASIS MQTT 5.0): each client tells the broker, in CONNECT, the largest packet it
+accepts (section 3.1.2.11.4, Maximum Packet Size); the broker then discards a larger message
+for that client instead of sending it (section 3.1.2.11.4: "the Server MUST NOT send packets
+exceeding Maximum Packet Size to the Client"), so an oversized publish never reaches the
+station's memory, let alone its decoder or its control loop.
 """
 
 from __future__ import annotations
@@ -34,9 +41,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from firmware.link import topics
-from firmware.link.messages import Limits, encode_limits
+from firmware.link.auth import ENVELOPE_MAX_BYTES
+from firmware.link.messages import Limits
 
 if TYPE_CHECKING:
     from firmware.config import LinkConfig
@@ -53,8 +63,18 @@ OFFLINE = "offline"  # every last will (and the status a clean stop leaves behin
 # 3.1.1, 3.1.2.10); 10 s -> a silently dead peer is known within 15 s. Well under the 30 s
 # default validity, so a coordinator sees a dead station's "offline" before its limits end.
 KEEPALIVE_S = 10
-BACKOFF_INITIAL_S = 0.5
-BACKOFF_MAX_S = 30.0
+# A broker outage shorter than a limit's validity must not send a station to fallback: with a
+# 30 s validity and a 5 s publish period a station has at least 25 s of limits left when the
+# broker goes, so both ends try again at least every 2 s (+50 % jitter, 3 s) to be back with
+# fresh limits well within that (docs/mqtt.md, "Reconnecting"). A few thousand reconnect
+# attempts every 2 s are nothing to a broker.
+BACKOFF_INITIAL_S = 0.25
+BACKOFF_MAX_S = 2.0
+# The largest packet each side accepts (MQTT 5 Maximum Packet Size, module docstring): a
+# station's limits are a few hundred bytes per port; the coordinator takes telemetry up to the
+# codec's bound, in its envelope.
+STATION_MAX_PACKET = 64 * 1024
+COORDINATOR_MAX_PACKET = ENVELOPE_MAX_BYTES + 1024
 # How often the station's link looks at the station's last snapshot for telemetry that is
 # due: one station loop period (firmware.runner.REALTIME_PERIOD_S), so a plug-in is on the
 # wire within a tick of the loop seeing it.
@@ -108,10 +128,14 @@ class BrokerSettings:
     def url(self) -> str:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
-    def client(self, identifier: str, will: aiomqtt.Will | None) -> aiomqtt.Client:
+    def client(
+        self, identifier: str, will: aiomqtt.Will | None, *, max_packet: int = 0
+    ) -> aiomqtt.Client:
         tls = None
         if self.tls:
             tls = aiomqtt.TLSParameters(ca_certs=self.ca, certfile=self.cert, keyfile=self.key)
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect.MaximumPacketSize = max_packet or COORDINATOR_MAX_PACKET
         return aiomqtt.Client(
             self.host,
             self.port,
@@ -122,13 +146,18 @@ class BrokerSettings:
             keepalive=KEEPALIVE_S,
             tls_params=tls,
             max_queued_incoming_messages=MAX_QUEUED_INCOMING,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            properties=connect,
+            # A clean start with no session expiry: MQTT 3.1.1's clean session. Nothing
+            # queued for us while we were away is delivered (a stale limit is worse than none).
+            clean_start=True,
             # paho logs every protocol event; our own lines say what matters, once.
             logger=logging.getLogger("aiomqtt"),
         )
 
 
 class Backoff:
-    """Reconnect delays: doubling from ``initial`` to ``maximum``, with up to 25 % jitter so
+    """Reconnect delays: doubling from ``initial`` to ``maximum``, with up to 50 % jitter so
     a hundred stations that lost the broker together do not all return in the same instant."""
 
     def __init__(self, initial: float = BACKOFF_INITIAL_S, maximum: float = BACKOFF_MAX_S) -> None:
@@ -142,7 +171,7 @@ class Backoff:
     def next(self) -> float:
         delay = self._next
         self._next = min(self._next * 2.0, self.maximum)
-        return delay * (1.0 + 0.25 * random.random())
+        return delay * (1.0 + 0.5 * random.random())
 
 
 class MqttService:
@@ -161,9 +190,11 @@ class MqttService:
         identifier: str,
         status_topic: str,
         *,
+        max_packet: int = COORDINATOR_MAX_PACKET,
         backoff: Backoff | None = None,
     ) -> None:
         self.settings = settings
+        self.max_packet = max_packet
         self.identifier = identifier
         self.status_topic = status_topic
         self.backoff = backoff or Backoff()
@@ -202,7 +233,7 @@ class MqttService:
     # --- the connection ------------------------------------------------------------------
 
     def _new_client(self) -> aiomqtt.Client:
-        return self.settings.client(self.identifier, self._will())
+        return self.settings.client(self.identifier, self._will(), max_packet=self.max_packet)
 
     def _will(self) -> aiomqtt.Will:
         return aiomqtt.Will(self.status_topic, OFFLINE, qos=1, retain=True)
@@ -349,6 +380,7 @@ class StationMqttLink(MqttService):
             settings,
             f"ampshare-{self.site}-station-{self.station}",
             topics.station_status(self.site, self.station),
+            max_packet=STATION_MAX_PACKET,
             backoff=backoff,
         )
         self.name = f"link {self.site}/{self.station}"
@@ -396,6 +428,13 @@ class StationMqttLink(MqttService):
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             if message.topic.value != self.limits_topic:
+                continue
+            if message.retain:
+                # A retained limit is from the past by definition (the coordinator never
+                # retains): at best stale, at worst poison left for every boot.
+                self.link.reject(
+                    "retained", "a retained limits message (limits are never retained)"
+                )
                 continue
             self.received += 1
             now = self.clock()
@@ -487,6 +526,7 @@ class CoordinatorService(MqttService):
             settings,
             identifier or f"ampshare-{site}-coordinator",
             topics.coordinator_status(site),
+            max_packet=COORDINATOR_MAX_PACKET,
             backoff=backoff,
         )
         self.core = core
@@ -530,6 +570,7 @@ class CoordinatorService(MqttService):
 
     async def _session(self, client: aiomqtt.Client) -> None:
         receiver = asyncio.create_task(self._receive(client))
+        self.core.reconnected(self.clock())
         try:
             guard = self._guard
             await guard(receiver, client.publish(self.status_topic, ONLINE, qos=1, retain=True))
@@ -568,7 +609,9 @@ class CoordinatorService(MqttService):
         # site would wait 100 round trips before the last station hears of a decrease.
         await asyncio.gather(
             *(
-                client.publish(topics.station_limits(self.site, m.station), encode_limits(m), qos=1)
+                client.publish(
+                    topics.station_limits(self.site, m.station), self.core.encode(m), qos=1
+                )
                 for m in messages
             )
         )
@@ -587,8 +630,15 @@ class CoordinatorService(MqttService):
                 self.core.receive_telemetry(now, payload)
             elif topic.endswith(status_suffix):
                 station = topics.station_of(topic)
-                if station is not None and payload == OFFLINE.encode():
+                if station is None:
+                    continue
+                if payload == OFFLINE.encode():
                     self.core.station_offline(now, station)
+                elif not message.retain:
+                    # A station publishes its status on every (re)connect: it has just
+                    # subscribed and lost what we sent while it was away. (A retained status
+                    # is old news from before our own connection: `reconnected` covers it.)
+                    self.core.station_online(now, station)
             else:
                 continue
             self._wake.set()

@@ -26,12 +26,27 @@ Validation of a limits message (every refusal is counted in ``rejected`` under a
 and logged once per episode, i.e. until a message is accepted again): the schema-1 codec
 (reasons "json", "schema", "version", "value", "size"), then "flood" (more than
 ``flood_rate`` messages a second on average, bursts of ``flood_burst``: refused before
-decoding), "site" and "station" (not for us), "port" (a port that is not ours, or one of ours
-missing: the whole message is refused), "value" (``valid_s`` above ``max_valid_s``), "replay"
-(``ts`` not newer than the last applied one). A refused message is never applied; the station
-keeps what it had, and falls back when that expires. Remote caps only ever lower: the
-controller's `LimitTree.with_port_caps` clamps them to each port's own cap, and the station's
-own breakers stay in its tree whatever the coordinator says (DESIGN.md "Safety is local").
+decoding), "unsigned" and "signature" (with a site key, ``firmware.link.auth``: checked before
+the message is decoded), "site" and "station" (not for us), "port" (a port that is not ours, or
+one of ours missing: the whole message is refused), "value" (``valid_s`` above
+``max_valid_s``, 60 s by default), and the freshness rule below: "replay" and "future". A
+refused message is never applied; the station keeps what it had, and falls back when that
+expires.
+
+Freshness (no single message, whatever its ``ts``, may stop a station from taking its
+coordinator's limits for longer than one limit validity). The station keeps an *anchor*: the
+``ts`` of the last message it applied and when it received it; from it, the coordinator's
+clock now is about ``anchor.ts + (now - anchor.rx)``. While the anchor is live (received less
+than ``max_valid_s`` ago) a message must be newer than it ("replay": a replayed, reordered or
+duplicated message) and not ahead of that estimate by more than ``FUTURE_SLACK_S`` ("future":
+a forged far-future ``ts`` is refused, and so cannot lock out the real coordinator). Once the
+anchor is older than ``max_valid_s`` nothing it says is trusted any more and the next valid
+message is the new anchor, whatever its ``ts`` (a coordinator restarted on a host whose clock
+is behind, or one whose clock was stepped forward, is followed again within one validity).
+
+Remote caps only ever lower: the controller's `LimitTree.with_port_caps` clamps them to each
+port's own cap, and the station's own breakers stay in its tree whatever the coordinator says
+(docs/mqtt.md, "Threat model").
 
 The safe transition rule (the guide, "Handling Offline Stations": fallback levels are chosen
 so that *all* stations at fallback fit; the danger is a mix of stations still on their shared
@@ -71,6 +86,7 @@ from controller.core import Controller
 from controller.fallback import fallback_level
 from controller.limits import LimitTree
 from controller.model import Decision, PortObservation
+from firmware.link.auth import AuthError, Keyring, open_envelope
 from firmware.link.messages import (
     Limits,
     MessageError,
@@ -104,8 +120,15 @@ SKEW_MARGIN_S = 12.0
 DEFAULT_RISE_DELAY_S = EV_RESPONSE_S + SKEW_MARGIN_S
 DEFAULT_TELEMETRY_PERIOD_S = 5.0
 # A coordinator that says "valid for an hour" is either broken or hostile: a station must find
-# out within minutes that nobody coordinates it any more.
-DEFAULT_MAX_VALID_S = 600.0
+# out within a minute that nobody coordinates it any more. Also how long one accepted message
+# can hold the freshness anchor (module docstring), so how long any single message, forged or
+# not, can keep a station from its real coordinator. Twice the coordinator's default validity.
+DEFAULT_MAX_VALID_S = 60.0
+# How far ahead of the station's estimate of the coordinator's clock a ts may be: the
+# coordinator's wall clock is slewed by NTP (at most 500 ppm: 0.03 s a minute) and its ts steps
+# by 1 ms per message within one wall tick; 10 s is ample for both, and a forged ts more than
+# 10 s ahead is refused rather than allowed to turn every real message into a "replay".
+FUTURE_SLACK_S = 10.0
 # A coordinator sends a station one message per publish period plus one per change: a few a
 # second at most. 20/s sustained (bursts of 50) leaves room for retransmissions and refuses a
 # flood before any decoding work is done.
@@ -128,6 +151,7 @@ class _Applied:
     ts: float
     expires: float
     caps: dict[str, float]  # local port id -> remote cap
+    rx: float  # when it was received (station clock): the freshness anchor
 
 
 class StationLink:
@@ -146,6 +170,7 @@ class StationLink:
         flood_rate: float = DEFAULT_FLOOD_RATE,
         flood_burst: float = DEFAULT_FLOOD_BURST,
         fallback_a: Mapping[str, float] | None = None,
+        keyring: Keyring | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         if not port_ids:
@@ -175,6 +200,9 @@ class StationLink:
         self.max_valid_s = max_valid_s
         self.flood_rate = flood_rate
         self.flood_burst = flood_burst
+        # The site key (firmware.link.auth): limits must be signed with it, telemetry is. None:
+        # an insecure lab link (the config loader allows it only when told to).
+        self.keyring = keyring
         self._fallback = dict.fromkeys(self.local_ids, 0.0)
         if fallback_a is not None:
             self.set_fallback(fallback_a)
@@ -217,8 +245,8 @@ class StationLink:
         if not self._take_token(now):
             return self._reject("flood", f"more than {self.flood_rate:g} limit messages a second")
         try:
-            msg = decode_limits(payload)
-        except MessageError as exc:
+            msg = decode_limits(open_envelope(payload, self.keyring))
+        except (AuthError, MessageError) as exc:
             return self._reject(exc.reason, str(exc))
         if msg.site != self.site:
             return self._reject("site", f"for site {msg.site!r}, this is {self.site!r}")
@@ -235,16 +263,24 @@ class StationLink:
                 "value", f"valid_s {msg.valid_s:g} s is above the {self.max_valid_s:g} s allowed"
             )
         last = self._applied
-        if last is not None and msg.ts <= last.ts:
-            return self._reject(
-                "replay", f"ts {msg.ts!r} is not after the last applied {last.ts!r}"
-            )
+        if last is not None and now < last.rx + self.max_valid_s:
+            if msg.ts <= last.ts:
+                return self._reject(
+                    "replay", f"ts {msg.ts!r} is not after the last applied {last.ts!r}"
+                )
+            expected = last.ts + (now - last.rx)
+            if msg.ts > expected + FUTURE_SLACK_S:
+                return self._reject(
+                    "future",
+                    f"ts {msg.ts!r} is {msg.ts - expected:.1f} s ahead of the coordinator's "
+                    f"clock as last seen (at most {FUTURE_SLACK_S:g} s)",
+                )
         self._apply(now, msg)
         return True
 
     def _apply(self, now: float, msg: Limits) -> None:
         caps = {self._local[pid]: float(a) for pid, a in msg.ports.items()}
-        self._applied = _Applied(msg.ts, now + msg.valid_s, caps)
+        self._applied = _Applied(msg.ts, now + msg.valid_s, caps, now)
         self.accepted += 1
         if self._episode:
             total = sum(self._episode.values())
@@ -256,6 +292,11 @@ class StationLink:
                 reasons,
             )
             self._episode.clear()
+
+    def reject(self, reason: str, detail: str) -> None:
+        """Count a limits message the shell refused before it reached `receive_limits` (e.g.
+        "retained"), like the refusals of `receive_limits` itself."""
+        self._reject(reason, detail)
 
     def _reject(self, reason: str, detail: str) -> bool:
         self.rejected[reason] += 1
@@ -287,7 +328,7 @@ class StationLink:
         self._started(now)
         applied = self._applied
         if applied is not None and now < applied.expires:
-            self._applied = _Applied(applied.ts, now, applied.caps)
+            self._applied = _Applied(applied.ts, now, applied.caps, applied.rx)
 
     # --- caps out -------------------------------------------------------------------------
 
@@ -472,7 +513,8 @@ class StationLink:
         self._sent_at = now
         self._sent_sig = self._signature(now, snapshot)
         self._sent_drawn = {pid: p.drawn_a for pid, p in ports.items()}
-        return encode_telemetry(msg)
+        body = encode_telemetry(msg)
+        return body if self.keyring is None else self.keyring.seal(body)
 
     def next_deadline(self, now: float | None) -> float | None:
         """The next time the link's answers change by themselves: limits expire, fallback
