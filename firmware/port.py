@@ -61,6 +61,14 @@ number below is a :class:`PortConfig` field or a ``hal.pilot`` constant, cited t
 * Unplug (pilot A) from any non-lockout state (except a ground fault, where the pilot cannot
   be read) ends the session, resets the per-session GFCI count and clears the faults that
   unplug clears (diode, overdraw, contactor, pilot). In GFCI_WAIT the wait itself goes on.
+* Restart: ``restored_state`` is power-up with what a previous run left (``firmware.portstate``
+  keeps it on disk; this module does no I/O). A lockout comes back as it was, with the reset
+  input taken as already high, so only a reset asserted after start-up clears it (a reset
+  stuck high across a crash loop would otherwise be an automatic reclose per restart). The
+  session's GFCI trip count comes back with its session, so it is cleared only by an unplug
+  seen after the restart. A port that was waiting to re-arm waits the full
+  ``gfci_retry_delay_s`` again from start-up: never sooner than it would have without the
+  restart, whatever the wall clock did meanwhile.
 
 Timers are "since" timestamps in the state. A timer of length T set at t acts on the first
 step at ``now >= t + T``; ``next_deadline`` returns exactly that instant. The boundary itself
@@ -88,6 +96,7 @@ __all__ = [
     "is_connected",
     "is_requesting",
     "next_deadline",
+    "restored_state",
     "session_start",
     "step",
 ]
@@ -230,6 +239,34 @@ def replace(state: PortState, **changes: Any) -> PortState:
 def initial_state(now: float) -> PortState:
     """Power-up: no vehicle seen yet, PWM off, contactor commanded open."""
     return PortState(mode=Mode.A, since=now)
+
+
+def restored_state(
+    now: float,
+    *,
+    lockout: str | None = None,
+    gfci_trips: int = 0,
+    in_session: bool = False,
+    gfci_wait: bool = False,
+) -> PortState:
+    """Power-up after a restart, with what the previous run left (module docstring, Restart).
+
+    ``lockout``: the reason the port was locked out ("weld", "gfci", ...), None if it was not.
+    ``gfci_trips``: GFCI trips counted in the session; ``in_session``: that session was still
+    open (so the next unplug ends it and clears the count). ``gfci_wait``: it was waiting to
+    re-arm; the full delay starts again at ``now``. A lockout takes precedence over the rest.
+    """
+    s = replace(
+        initial_state(now),
+        gfci_trips=gfci_trips,
+        session_start=now if in_session else None,
+    )
+    if lockout is not None:
+        # reset_in True: a reset input already high at start-up is not an edge.
+        return replace(_lockout(s, lockout, now), reset_in=True)
+    if gfci_wait:
+        return replace(_open(s, now), mode=Mode.GFCI_WAIT, since=now, fault="gfci")
+    return s
 
 
 def is_connected(state: PortState) -> bool:

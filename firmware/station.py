@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from controller.model import Decision, PortObservation, SiteSpec
 from firmware import port as pm
+from firmware.portstate import PortRecord, record_of, restore
 from hal.clock import StationClock
 from hal.interfaces import Hardware, Meter, MeterReading, PortHardware, Service
 from hal.pilot import PilotError, PilotState, diode_ok, state_from_high_voltage
@@ -108,6 +109,10 @@ class Station:
         # The real-time clock that this station's services stamp readings with (set by
         # firmware.app.build_station); the runner ticks on it. The station never reads it.
         self.clock: StationClock | None = None
+        # The part of each port a restart must not forget (firmware.portstate), and who is
+        # told when it changes: called inside the tick, so it must only take note (no I/O).
+        self._records = {pid: record_of(s, self.port_config) for pid, s in self._states.items()}
+        self.on_persist: Callable[[Mapping[str, PortRecord]], None] | None = None
 
     # --- operator actions -----------------------------------------------------------
 
@@ -116,6 +121,23 @@ class Station:
         if port_id not in self._hw:
             raise KeyError(port_id)
         self._resets.add(port_id)
+
+    # --- what survives a restart ----------------------------------------------------
+
+    def restore_ports(self, records: Mapping[str, PortRecord], now: float = 0.0) -> None:
+        """Start ports from what a previous run left (``firmware.portstate``), before the
+        first tick (``now`` is the time of that tick's clock at start-up)."""
+        if self.last is not None:
+            raise RuntimeError("ports are restored before the first tick")
+        for pid, record in records.items():
+            if pid not in self._hw:
+                raise KeyError(pid)
+            self._states[pid] = restore(record, now)
+            self._records[pid] = record_of(self._states[pid], self.port_config)
+
+    def persistent(self) -> dict[str, PortRecord]:
+        """The part of each port a restart must not forget, as of the last tick."""
+        return dict(self._records)
 
     # --- the tick -------------------------------------------------------------------
 
@@ -143,17 +165,25 @@ class Station:
         }
         decision = self.controller.update(now, observations, link_up=self.link_up)
         views = []
+        persist = False
         for pid in self.port_ids:
             state, commands = first[pid]
             offer = float(decision.offers.get(pid, 0.0))
             if offer != self._offers[pid]:
                 changed = dataclasses.replace(inputs[pid], offer_a=offer)
                 state, commands = pm.step(self._states[pid], changed, now, self.port_config)
+            if state is not self._states[pid]:  # an unchanged state is the same object
+                record = record_of(state, self.port_config)
+                if record != self._records[pid]:
+                    self._records[pid] = record
+                    persist = True
             self._states[pid] = state
             self._offers[pid] = offer
             self._write(pid, commands)
             views.append(self._view(pid, inputs[pid], decision, commands))
         self._resets.clear()
+        if persist and self.on_persist is not None:
+            self.on_persist(dict(self._records))  # the writing happens elsewhere, off the tick
         snap = Snapshot(now, tuple(views), decision.loads, decision.limits, None)
         self.last = snap
         return snap

@@ -17,6 +17,15 @@ TLS_DIR = Path(__file__).parent / "fixtures" / "link" / "tls"
 BROKER_TLS = (TLS_DIR / "ca.pem", TLS_DIR / "broker.pem", TLS_DIR / "broker.key")
 
 
+@pytest.fixture(autouse=True)
+def _state_directory(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every test (and every `ampshare run` it starts) keeps its lockouts and GFCI counts in
+    a fresh state directory (systemd's $STATE_DIRECTORY), never in the user's own."""
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path_factory.mktemp("state")))
+
+
 def _broker(
     workdir: Path,
     users: dict[str, str] | None = None,

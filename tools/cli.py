@@ -37,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run the clock this many times faster (simulated hardware only)",
     )
     run.add_argument("--no-live", action="store_true", help="plain log lines, no live table")
+    run.add_argument(
+        "--state-dir",
+        help="where lockouts and GFCI counts survive restarts (default: $STATE_DIRECTORY, "
+        "else $XDG_STATE_HOME/ampshare, else ~/.local/state/ampshare)",
+    )
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -58,11 +63,12 @@ def _parser() -> argparse.ArgumentParser:
 
     # Commands of the field-bus backends. Each module adds its own parser and sets ``run``;
     # none imports its bus library (pymodbus, pyserial, aiomqtt) until the command runs.
-    from tools import board_sim_cmd, coordinator_cmd, meter_cmd
+    from tools import board_sim_cmd, coordinator_cmd, keygen_cmd, meter_cmd
 
     meter_cmd.register(sub)
     board_sim_cmd.register(sub)
     coordinator_cmd.register(sub)
+    keygen_cmd.register(sub)
     return parser
 
 
@@ -71,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         from tools.run_cmd import run_command
 
-        return run_command(args.config, args.duration, args.speed, live=not args.no_live)
+        return run_command(
+            args.config, args.duration, args.speed, live=not args.no_live, state_dir=args.state_dir
+        )
     if args.command == "config":
         from tools.config_cmd import config_check
 

@@ -1,14 +1,21 @@
-"""``ampshare run``: the station firmware in real time, with a live table or log lines."""
+"""``ampshare run``: the station firmware in real time, with a live table or log lines.
+
+Lockouts and GFCI trip counts are kept in ``<state dir>/<station id>.ports.json``
+(``firmware.portstate``): ``--state-dir``, by default ``$STATE_DIRECTORY`` (systemd's
+``StateDirectory=``), else ``$XDG_STATE_HOME/ampshare`` or ``~/.local/state/ampshare``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import sys
+import time
 
 from rich.console import Console
 
 from firmware.config import ConfigError, load_station
+from firmware.portstate import attach, default_state_dir
 from firmware.runner import RealtimeRunner
 from firmware.station import Snapshot
 from hal.clock import StationClock
@@ -39,7 +46,14 @@ class _LogLines:
                 )
 
 
-def run_command(config_path: str, duration: float | None, speed: float, *, live: bool) -> int:
+def run_command(
+    config_path: str,
+    duration: float | None,
+    speed: float,
+    *,
+    live: bool,
+    state_dir: str | None = None,
+) -> int:
     try:
         config = load_station(config_path)
     except ConfigError as exc:
@@ -56,6 +70,15 @@ def run_command(config_path: str, duration: float | None, speed: float, *, live:
     except (BackendError, ValueError) as exc:
         print(f"ampshare: {config_path}: {exc}", file=sys.stderr)
         return 2
+
+    def to_unix(t: float) -> float:
+        # Station seconds (sped up on simulated hardware) to the wall clock, for the file's
+        # human readers only: nothing is timed by it.
+        return time.time() + (t - clock()) / speed
+
+    # Before the first tick: ports start from what the last run left. The loader never fails
+    # (a bad file starts every port locked out, loudly); writing is a service of the runner.
+    attach(station, config.id, state_dir or default_state_dir(), to_unix=to_unix)
     hardware = station.hardware
 
     def soc(port_id: str) -> float | None:
