@@ -51,12 +51,17 @@ class Mosquitto:
         workdir: Path,
         users: Mapping[str, str] | None = None,
         tls: tuple[Path, Path, Path] | None = None,
+        *,
+        shipped: Path | None = None,
     ) -> None:
         self.binary = _binary("mosquitto", "/usr/sbin/mosquitto")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.users = dict(users or {})
         self.tls = tls
+        # A shipped config file (deploy/mosquitto/): used as it is, but for its listener (a free
+        # loopback port here) and relative paths (taken from the repository root).
+        self.shipped = shipped
         self.port = 0
         self.log_path = self.workdir / "mosquitto.log"
         self.conf_path = self.workdir / "mosquitto.conf"
@@ -82,6 +87,9 @@ class Mosquitto:
         path.chmod(0o600)
 
     def _write_config(self) -> None:
+        if self.shipped is not None:
+            self.conf_path.write_text(self._shipped_config(self.shipped))
+            return
         lines = [
             f"listener {self.port} {self.host}",
             # Run as root, mosquitto would switch to user "mosquitto", which cannot read this
@@ -103,6 +111,36 @@ class Mosquitto:
         else:
             lines.append("allow_anonymous true")
         self.conf_path.write_text("\n".join(lines) + "\n")
+
+    def _shipped_config(self, path: Path) -> str:
+        root = path.resolve().parent.parent.parent
+        out = [
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            "persistence false",
+            f"log_dest file {self.log_path}",
+            "log_type all",
+        ]
+        for raw in path.read_text().splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, _, value = line.partition(" ")
+            if key == "listener":
+                line = f"listener {self.port} {self.host}"
+            elif key in ("password_file", "acl_file") and not value.startswith("/"):
+                line = f"{key} {root / value}"
+            out.append(line)
+        return "\n".join(out) + "\n"
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies with no goodbye to anyone (a power cut of its host)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait(timeout=5)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
     def start(self) -> None:
         """Start on a free port (the first time) or on the same port again (after ``stop``)."""

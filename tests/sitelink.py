@@ -172,6 +172,8 @@ class SiteRig:
     limits: Callable[[], Mapping[str, float]] | None = None
     # Signed like a real site (a fresh site key in workdir); False: an insecure lab link.
     keyed: bool = True
+    # Reconnect backoff (wall seconds) of the stations and coordinators.
+    backoff: tuple[float, float] = FAST_BACKOFF
 
     def __post_init__(self) -> None:
         self.key_file: Path | None = None
@@ -184,6 +186,12 @@ class SiteRig:
         self.tree = LimitTree.from_spec(self.site.spec)
         self.clock = StationClock(self.speed)  # the coordinators' clock (and wall)
         self.effective: dict[str, float] = dict.fromkeys(self.tree.ports, 0.0)
+        # What the simulated vehicles really draw (the ports' meters), and for how long (rig
+        # clock seconds) that real load was above each limit: what a breaker would see.
+        self.drawn: dict[str, float] = dict.fromkeys(self.tree.ports, 0.0)
+        self.over_s: dict[str, float] = {}
+        self.over_at: list[float] = []  # rig clock times at which some limit was over
+        self._real_t: float | None = None
         self.coordinator: CoordinatorService | None = None
         self.trace: list[str] | None = None
         self._traced: dict[str, object] = {}
@@ -210,7 +218,7 @@ class SiteRig:
         assert isinstance(built.controller, LinkedController)
         mqtt = built.services[-1]
         assert isinstance(mqtt, StationMqttLink)
-        mqtt.backoff = Backoff(*FAST_BACKOFF)
+        mqtt.backoff = Backoff(*self.backoff)
         runner = RealtimeRunner(built, speed=self.speed, clock=clock)
         rs = RunningStation(station, built, clock, built.controller.link, mqtt, runner)
         rs.task = asyncio.create_task(runner.run(on_step=lambda snap: self._tick(rs, snap)))
@@ -226,6 +234,8 @@ class SiteRig:
             rs.fallback_at, rs.sharing_at = snap.t, None
         for view in snap.ports:
             self.effective[f"{rs.id}.{view.id}"] = view.effective_a
+            self.drawn[f"{rs.id}.{view.id}"] = view.drawn_a or 0.0
+        self._real_load()
         key = (rs.status(), tuple((v.offer_a, round(v.effective_a, 1)) for v in snap.ports))
         if self.trace is not None and self._traced.get(rs.id) != key:
             self._traced[rs.id] = key
@@ -243,6 +253,20 @@ class SiteRig:
                 self.violations.append(
                     Violation(rs.id, snap.t, lid, loads[lid], value, dict(self.effective))
                 )
+
+    def _real_load(self) -> None:
+        now = self.clock()
+        dt = 0.0 if self._real_t is None else max(0.0, now - self._real_t)
+        self._real_t = now
+        limits = self.tree.limits() if self.limits is None else self.limits()
+        loads = self.tree.loads(self.drawn)
+        over = False
+        for lid, value in limits.items():
+            if loads[lid] > value + 0.5:  # a class 1 meter's accuracy: below it, noise
+                self.over_s[lid] = self.over_s.get(lid, 0.0) + dt
+                over = True
+        if over:
+            self.over_at.append(now)
 
     async def stop_station(self, station: str) -> None:
         rs = self.stations.pop(station)
@@ -265,7 +289,7 @@ class SiteRig:
             clock=self.clock,
             wall=self.wall,
             meter_topics=[g for g, m in self.site.meters.items() if m.topic],
-            backoff=Backoff(*FAST_BACKOFF),
+            backoff=Backoff(*self.backoff),
             identifier=identifier,
         )
         await service.start()

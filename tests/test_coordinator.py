@@ -501,3 +501,103 @@ def _tick_with_b(rig: _Site3x2, t: float, in_b: set[str]) -> None:
         rig.acked[m.station] = m.ts
         rig.status[m.station] = "sharing"
         rig.limit.update(m.ports)
+
+
+# --- the cross-check: the coordinator trusts what it measures -------------------------------
+
+
+def _two_sharing(core: CoordinatorCore) -> tuple[Station, Station, float, dict[str, Limits]]:
+    """a and b each charging one car, sharing 40 A at 20 A each, acknowledged."""
+    a, b = Station("a"), Station("b")
+    t = _sharing(core, a, b)
+    core.receive_telemetry(t, b.tel(t, limits_ts=None, limit=0.0))
+    out = by_station(core.step(t, WALL))
+    for _ in range(40):  # until both are at their 20 A share, confirmed by their meters
+        t += 1.0
+        for s in (a, b):
+            sent = out[s.sid].ports[f"{s.sid}.1"]
+            core.receive_telemetry(
+                t, s.tel(t, limits_ts=out[s.sid].ts, offered=sent, drawn=sent, limit=sent)
+            )
+        out.update(by_station(core.step(t, WALL)))
+        if all(out[s].ports[f"{s}.1"] == 20.0 for s in "ab"):
+            break
+    assert out["a"].ports == {"a.1": 20.0} and out["b"].ports == {"b.1": 20.0}
+    return a, b, t, out
+
+
+def test_an_acknowledgement_of_limits_never_sent_makes_a_station_untrusted() -> None:
+    core = CoordinatorCore(site(50.0))  # 40 A; each port's local maximum: 32 A
+    a, _b, t, _out = _two_sharing(core)
+    assert core.local_max == {"a.1": 32.0, "b.1": 32.0}
+    # Someone gave a limits of a far-future ts: a applied them and says so.
+    t += 0.5
+    core.receive_telemetry(t, a.tel(t, limits_ts=1e12, offered=20, drawn=20, limit=20))
+    assert "limits of ts 1000000000000.0" in core.alarms()["a"]
+    assert core.station_status(t)["a"] == "untrusted"
+    assert core.bounds()["a.1"] == 32.0  # its local maximum, whatever it says
+    later = by_station(core.step(t, WALL))
+    assert later["b"].ports["b.1"] <= 8.0  # 40 - 32: the circuit holds even if a offers 32
+    assert later["a"].ports["a.1"] == 8.0  # and a is sent its fallback level
+
+
+def test_an_offer_or_a_cap_above_what_was_sent_makes_a_station_untrusted() -> None:
+    for field in ("offered", "limit"):
+        core = CoordinatorCore(site(50.0))
+        a, _, t, out = _two_sharing(core)
+        t += 0.5
+        said = {"offered": 20.0, "drawn": 20.0, "limit": 20.0, field: 32.0}
+        core.receive_telemetry(t, a.tel(t, limits_ts=out["a"].ts, **said))  # type: ignore[arg-type]
+        assert "above the 20 A sent" in core.alarms()["a"], field
+
+
+def test_an_untrusted_station_is_trusted_again_after_behaving_for_station_silent_s() -> None:
+    core = CoordinatorCore(site(50.0))
+    a, b, t, out = _two_sharing(core)
+    t += 0.5
+    core.receive_telemetry(t, a.tel(t, limits_ts=1e12, offered=20, drawn=20, limit=20))
+    out.update(by_station(core.step(t, WALL)))
+    start = t
+    while core.alarms():
+        t += 1.0
+        assert t - start < 60.0, "never trusted again"
+        for s in (a, b):
+            sent = out[s.sid].ports[f"{s.sid}.1"]
+            core.receive_telemetry(
+                t, s.tel(t, limits_ts=out[s.sid].ts, offered=sent, drawn=sent, limit=sent)
+            )
+        out.update(by_station(core.step(t, WALL)))
+        assert total(core) <= 40.0 + 1e-9 or core.alarms()
+    assert core.settings.station_silent_s <= t - start <= core.settings.station_silent_s + 2.0
+    assert core.station_status(t)["a"] == "sharing"
+
+
+def test_a_predecessors_acknowledgement_is_no_alarm() -> None:
+    core = CoordinatorCore(site(50.0))
+    a = Station("a")
+    core.step(0.0, WALL)
+    older = WALL.timestamp() - 100.0  # a predecessor's message, before our clock
+    core.receive_telemetry(0.1, a.tel(0.1, limits_ts=older, offered=8, drawn=8, limit=8))
+    assert core.alarms() == {}
+
+
+def test_a_station_that_reconnects_gets_its_limits_at_once() -> None:
+    core = CoordinatorCore(site(50.0))
+    _a, _b, t, _out = _two_sharing(core)
+    t += 0.3
+    assert core.step(t, WALL) == []  # nothing changed, the period is not over
+    core.station_online(t, "a")
+    again = core.step(t, WALL)
+    assert [m.station for m in again] == ["a"]
+
+
+def test_our_own_reconnect_republishes_and_forgives_the_silence_it_caused() -> None:
+    core = CoordinatorCore(site(50.0))
+    _a, _b, t, _out = _two_sharing(core)
+    t += 20.0  # the coordinator lost the broker for 20 s: nobody was heard
+    core.reconnected(t)
+    again = by_station(core.step(t, WALL))
+    assert set(again) == {"a", "b"}
+    # Nobody was lowered to fallback for a silence that was ours.
+    assert again["a"].ports == {"a.1": 20.0} and again["b"].ports == {"b.1": 20.0}
+    assert core.station_status(t) == {"a": "sharing", "b": "sharing"}

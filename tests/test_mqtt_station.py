@@ -181,7 +181,7 @@ def test_a_station_process_shares_with_in_process_stations(
         watcher = asyncio.create_task(watch())
         path = rig.station_file("st3", [ev(1, 1)])
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proc = await asyncio.create_subprocess_exec(
+        command = [
             sys.executable,
             "-m",
             "tools.cli",
@@ -191,6 +191,9 @@ def test_a_station_process_shares_with_in_process_stations(
             "--speed",
             str(rig.speed),
             "--no-live",
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *command,
             cwd=ROOT,
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
@@ -233,6 +236,19 @@ def test_a_station_process_shares_with_in_process_stations(
             await rig.hold(st.rise_delay_s - 2 * st.publish_period_s)
             rig.effective.update({"st3.1": 8.0, "st3.2": 8.0})
             await rig.hold(10)
+
+            # Restarted (systemd's Restart=on-failure): it boots in fallback from 0, and
+            # shares again once the coordinator has heard it and its limits arrive.
+            telemetry.clear()
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=ROOT,
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            await rig.until(process_sharing, "the restarted process sharing again", 30.0)
+            assert coordinator.core.station_status(rig.clock())["st3"] == "sharing"
         finally:
             if proc.returncode is None:
                 proc.kill()

@@ -20,7 +20,7 @@ from firmware.link.station_link import (
     LinkedController,
     StationLink,
 )
-from firmware.station import Station
+from firmware.station import Snapshot, Station
 from hal.sim.bus import SimBus
 from hal.sim.ev import EvSpec
 
@@ -348,3 +348,59 @@ def test_limit_values_are_finite_in_every_state() -> None:
     lk = link()
     for t in (0.0, 5.0, 100.0):
         assert all(math.isfinite(v) for v in lk.in_force(t).values())
+
+
+# --- freshness: no message may lock out the coordinator ------------------------------------
+
+
+def test_a_far_future_ts_is_refused_while_the_coordinator_is_heard() -> None:
+    lk = link()
+    assert lk.receive_limits(0.0, limits(1000.0))
+    assert not lk.receive_limits(1.0, limits(1e12, dict.fromkeys(PORTS, 30.0), valid_s=60))
+    assert lk.rejected == {"future": 1}
+    # The coordinator's own next message is still taken: its clock ran with the station's.
+    assert lk.receive_limits(5.0, limits(1005.0, dict.fromkeys(PORTS, 10.0)))
+    assert lk.in_force(5.0) == dict.fromkeys(PORTS, 10.0)
+    # A second or two of coordinator clock ahead is fine (it is slewed, and steps 1 ms).
+    assert lk.receive_limits(6.0, limits(1008.0))
+
+
+def test_no_message_stops_a_station_for_longer_than_one_validity() -> None:
+    """At boot nothing is known, so even a forged far-future message is taken (an insecure lab
+    link; with a key it could not be made). It can hold the station off its real coordinator
+    for at most the longest validity a station accepts (60 s), then the real one is back."""
+    lk = link()
+    assert lk.max_valid_s == 60.0
+    assert lk.receive_limits(0.0, limits(1e12, valid_s=60))
+    assert not lk.receive_limits(30.0, limits(1000.0))
+    assert lk.rejected == {"replay": 1}
+    assert lk.receive_limits(60.0, limits(1060.0))  # the anchor is 60 s old: void
+    assert lk.limits_ts(60.0) == 1060.0
+
+
+def test_a_coordinator_whose_clock_stepped_back_is_followed_again_within_one_validity() -> None:
+    lk = link()
+    assert lk.receive_limits(0.0, limits(5000.0))
+    for t in range(5, 60, 5):  # a restarted coordinator on a host whose clock is behind
+        assert not lk.receive_limits(float(t), limits(1000.0 + t))
+    assert lk.receive_limits(60.0, limits(1060.0))
+
+
+def test_a_limits_message_larger_than_the_ports_need_is_refused_before_parsing() -> None:
+    lk = link()
+    assert not lk.receive_limits(0.0, b"{" + b" " * 10_000 + b"}")
+    assert lk.rejected == {"size": 1}
+
+
+def test_with_a_key_unsigned_limits_are_refused_and_do_not_use_the_flood_allowance() -> None:
+    from firmware.link.auth import Keyring
+
+    ring = Keyring((bytes(range(32)),))
+    lk = link(keyring=ring, flood_rate=20.0, flood_burst=50.0)
+    for k in range(1000):  # forgeries, as fast as they come
+        assert not lk.receive_limits(5.0, limits(1.0 + 0.001 * k))
+    assert lk.rejected == {"unsigned": 1000}
+    assert lk.receive_limits(5.0, ring.seal(limits(3.0)))  # the real coordinator gets through
+    # Telemetry goes out signed.
+    snapshot = Snapshot(t=5.0, ports=(), loads={}, limits={}, inhibit=None)
+    assert json.loads(ring.open(lk.telemetry(5.0, snapshot)))["station"] == "st1"

@@ -23,15 +23,16 @@ station's own port ids when those differ (default: the same). Every mapping this
 returns is keyed by local id.
 
 Validation of a limits message (every refusal is counted in ``rejected`` under a short reason
-and logged once per episode, i.e. until a message is accepted again): the schema-1 codec
-(reasons "json", "schema", "version", "value", "size"), then "flood" (more than
-``flood_rate`` messages a second on average, bursts of ``flood_burst``: refused before
-decoding), "unsigned" and "signature" (with a site key, ``firmware.link.auth``: checked before
-the message is decoded), "site" and "station" (not for us), "port" (a port that is not ours, or
-one of ours missing: the whole message is refused), "value" (``valid_s`` above
-``max_valid_s``, 60 s by default), and the freshness rule below: "replay" and "future". A
-refused message is never applied; the station keeps what it had, and falls back when that
-expires.
+and logged once per episode, i.e. until a message is accepted again): "size" (more than a
+limits message for this many ports can weigh, before anything parses it), "unsigned" and
+"signature" (with a site key, ``firmware.link.auth``), "flood" (more than ``flood_rate``
+messages a second on average, bursts of ``flood_burst``, refused before decoding; with a key,
+only authenticated messages count, so forgeries cannot crowd out the coordinator), the
+schema-1 codec ("json", "schema", "version", "value"), "site" and "station" (not for us),
+"port" (a port that is not ours, or one of ours missing: the whole message is refused),
+"value" (``valid_s`` above ``max_valid_s``, 60 s by default), and the freshness rule below:
+"replay" and "future". A refused message is never applied; the station keeps what it had,
+and falls back when that expires.
 
 Freshness (no single message, whatever its ``ts``, may stop a station from taking its
 coordinator's limits for longer than one limit validity). The station keeps an *anchor*: the
@@ -134,6 +135,10 @@ FUTURE_SLACK_S = 10.0
 # flood before any decoding work is done.
 DEFAULT_FLOOD_RATE = 20.0
 DEFAULT_FLOOD_BURST = 50.0
+# The most a limits message to a station may weigh (bytes): generous for ids of 64 characters
+# and the envelope's escaping, small enough that parsing a refused one costs nothing.
+LIMITS_BASE_BYTES = 1024
+LIMITS_PORT_BYTES = 256
 # Telemetry goes out on every change the coordinator acts on; a draw that moved by 1 A is
 # one (well above meter noise; it is how a decrease is confirmed), energy counters are not.
 DRAWN_CHANGE_A = 1.0
@@ -195,6 +200,9 @@ class StationLink:
         self._local = mapping
         self._wire = {local: wire for wire, local in mapping.items()}
         self.local_ids = tuple(mapping[p] for p in self.port_ids)
+        # A limits message is ~30 bytes a port plus its header and envelope: anything much
+        # larger is not one, and is refused before it is parsed.
+        self._max_bytes = LIMITS_BASE_BYTES + LIMITS_PORT_BYTES * len(self.port_ids)
         self.telemetry_period_s = telemetry_period_s
         self.rise_delay_s = rise_delay_s
         self.max_valid_s = max_valid_s
@@ -242,10 +250,20 @@ class StationLink:
     def receive_limits(self, now: float, payload: bytes) -> bool:
         """Validate and apply one limits message received at ``now``; False: refused."""
         self._started(now)
-        if not self._take_token(now):
-            return self._reject("flood", f"more than {self.flood_rate:g} limit messages a second")
+        flood = f"more than {self.flood_rate:g} limit messages a second"
+        if len(payload) > self._max_bytes:
+            return self._reject("size", f"{len(payload)} bytes (at most {self._max_bytes})")
+        # With a key, a message is authenticated before it may use the flood allowance: a
+        # flood of forgeries must not crowd out the coordinator's own messages (it would
+        # starve the station into fallback). Verifying is cheap at this size (tens of us).
+        # Without one nothing tells a forgery from the real thing, so the bucket comes first.
+        if self.keyring is None and not self._take_token(now):
+            return self._reject("flood", flood)
         try:
-            msg = decode_limits(open_envelope(payload, self.keyring))
+            body = open_envelope(payload, self.keyring)
+            if self.keyring is not None and not self._take_token(now):
+                return self._reject("flood", flood)
+            msg = decode_limits(body)
         except (AuthError, MessageError) as exc:
             return self._reject(exc.reason, str(exc))
         if msg.site != self.site:
