@@ -53,6 +53,7 @@ from mosquitto import Mosquitto  # noqa: E402
 
 from firmware.app import build_station  # noqa: E402
 from firmware.config import load_site_config, load_station  # noqa: E402
+from firmware.link.auth import generate_key_file  # noqa: E402
 from firmware.link.mqtt import BrokerSettings, StationMqttLink  # noqa: E402
 from firmware.link.station_link import LinkedController, StationLink  # noqa: E402
 from firmware.runner import RealtimeRunner  # noqa: E402
@@ -102,7 +103,7 @@ groups:
 ports:
   - {{id: "1", group: feed, fallback_a: 8}}
   - {{id: "2", group: feed, fallback_a: 0}}
-link: {{broker: "{broker}", site: bench, telemetry_period: 1s}}
+link: {{broker: "{broker}", site: bench, telemetry_period: 1s, key_file: site.key}}
 """
     if car:
         spec = ", ".join(f"{k}: {v}" for k, v in CAR.items())
@@ -115,11 +116,14 @@ link: {{broker: "{broker}", site: bench, telemetry_period: 1s}}
 
 def coordinator_process(site_path: str, port: int, out_path: str, stop: Any) -> None:
     """Run the product's coordinator until ``stop`` is set; write its step times (s)."""
+    from firmware.link.auth import load_keyring
     from firmware.link.coordinator import CoordinatorCore
     from firmware.link.mqtt import CoordinatorService
 
     site = load_site_config(site_path)
-    core = CoordinatorCore(site)
+    # Signed, as every shipped site is (firmware.link.auth): the figures include the HMACs.
+    keyring = load_keyring(Path(site_path).parent / "site.key")
+    core = CoordinatorCore(site, keyring=keyring)
     steps: list[float] = []
     step = core.step
 
@@ -195,6 +199,7 @@ async def quiet(rig: Rig, seconds: float, timeout: float) -> None:
 async def run_site(broker: Mosquitto, workdir: Path, n: int, plugins: int) -> dict[str, Any]:
     site_path = workdir / "site.yaml"
     site_path.write_text(site_yaml(n))
+    generate_key_file(workdir / "site.key")
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     steps_path = workdir / "steps.json"
