@@ -30,9 +30,10 @@ def _broker(
     workdir: Path,
     users: dict[str, str] | None = None,
     tls: tuple[Path, Path, Path] | None = None,
+    shipped: Path | None = None,
 ) -> Iterator[Mosquitto]:
     try:
-        broker = Mosquitto(workdir, users, tls)
+        broker = Mosquitto(workdir, users, tls, shipped=shipped)
         broker.start()
     except MosquittoMissing as exc:
         pytest.fail(str(exc), pytrace=False)
@@ -58,3 +59,11 @@ def mosquitto_auth(tmp_path: Path) -> Iterator[Mosquitto]:
 def mosquitto_tls(tmp_path: Path) -> Iterator[Mosquitto]:
     """A broker that speaks TLS only, with a certificate for 127.0.0.1 signed by BROKER_TLS[0]."""
     yield from _broker(tmp_path / "mosquitto-tls", tls=BROKER_TLS)
+
+
+@pytest.fixture
+def mosquitto_shipped(tmp_path: Path) -> Iterator[Mosquitto]:
+    """Mosquitto with the shipped demo configuration (deploy/mosquitto/demo.conf): its
+    password file and ACL, no anonymous clients, on a free loopback port."""
+    root = Path(__file__).resolve().parent.parent
+    yield from _broker(tmp_path / "shipped", shipped=root / "deploy" / "mosquitto" / "demo.conf")

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
-from mosquitto import Mosquitto, MosquittoMissing
+from mosquitto import Mosquitto
 from sitelink import SiteRig, ev
 
 from firmware.config import load_site_config
@@ -120,20 +120,6 @@ class Sniffer:
         await self.client.__aexit__(None, None, None)
 
 
-@pytest.fixture
-def shipped_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    """Mosquitto with the shipped demo config: its password file and ACL, no anonymous."""
-    try:
-        broker = Mosquitto(tmp_path / "shipped", shipped=SHIPPED_CONF)
-        broker.start()
-    except MosquittoMissing as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
 def demo_user(broker: Mosquitto, user: str) -> BrokerSettings:
     password = (DEMO / f"{user}.pw").read_text().strip()
     return BrokerSettings(broker.host, broker.port, username=user, password=password)
@@ -143,15 +129,15 @@ def demo_user(broker: Mosquitto, user: str) -> BrokerSettings:
 
 
 def test_on_the_shipped_broker_only_the_coordinator_may_publish_limits(
-    shipped_broker: Mosquitto, tmp_path: Path
+    mosquitto_shipped: Mosquitto, tmp_path: Path
 ) -> None:
-    anonymous = BrokerSettings(shipped_broker.host, shipped_broker.port)
+    anonymous = BrokerSettings(mosquitto_shipped.host, mosquitto_shipped.port)
 
     async def main() -> None:
         with pytest.raises(aiomqtt.MqttError, match=r"[Nn]ot authorized|[Bb]ad user"):
             async with anonymous.client("anonymous", None):
                 pass
-        rig = rig_for(demo_user(shipped_broker, "coordinator"), tmp_path)
+        rig = rig_for(demo_user(mosquitto_shipped, "coordinator"), tmp_path)
         rig.key_file = DEMO / "demo.key"  # the shipped demo station configs' key
         try:
             st1 = await rig.add_station(
@@ -163,10 +149,10 @@ def test_on_the_shipped_broker_only_the_coordinator_may_publish_limits(
             )
             await rig.until(lambda: st1.mqtt.connected, "st1 on the shipped broker")
             # Another station's user may not write st1's limits: the broker drops it.
-            async with demo_user(shipped_broker, "st2").client("st2-rogue", None) as rogue:
+            async with demo_user(mosquitto_shipped, "st2").client("st2-rogue", None) as rogue:
                 await rogue.publish(topics.station_limits("demo", "st1"), limits_payload(), qos=1)
             # The coordinator's user may (and a stolen coordinator password still lacks the key).
-            async with demo_user(shipped_broker, "coordinator").client("c", None) as coord:
+            async with demo_user(mosquitto_shipped, "coordinator").client("c", None) as coord:
                 await coord.publish(topics.station_limits("demo", "st1"), limits_payload(), qos=1)
             await rig.until(lambda: st1.mqtt.received == 1, "the coordinator user's message")
             await rig.hold(2)
@@ -181,7 +167,7 @@ def test_on_the_shipped_broker_only_the_coordinator_may_publish_limits(
 
 
 def test_the_shipped_demo_site_holds_under_forged_and_retained_limits(
-    shipped_broker: Mosquitto, tmp_path: Path
+    mosquitto_shipped: Mosquitto, tmp_path: Path
 ) -> None:
     """The README's demo site as shipped (key, passwords, ACL): a forged far-future raise from
     the coordinator's own user (its password stolen, not the key) is refused, and a retained
@@ -189,7 +175,7 @@ def test_the_shipped_demo_site_holds_under_forged_and_retained_limits(
     topic = topics.station_limits("demo", "st1")
 
     async def main() -> None:
-        rig = rig_for(demo_user(shipped_broker, "coordinator"), tmp_path)
+        rig = rig_for(demo_user(mosquitto_shipped, "coordinator"), tmp_path)
         rig.key_file = DEMO / "demo.key"
         from firmware.link.auth import load_keyring
 
@@ -202,7 +188,7 @@ def test_the_shipped_demo_site_holds_under_forged_and_retained_limits(
                     sid, cars, telemetry_period=TELEMETRY, username=sid, password=creds[sid]
                 )
             await rig.until(lambda: fair(rig), "four cars at 12 A", 30.0)
-            async with demo_user(shipped_broker, "coordinator").client("thief", None) as thief:
+            async with demo_user(mosquitto_shipped, "coordinator").client("thief", None) as thief:
                 await thief.publish(topic, limits_payload(), qos=1)
                 poison = limits_payload(ports={"st1.1": 0.0, "st1.2": 0.0})
                 await thief.publish(topic, poison, qos=1, retain=True)
@@ -233,31 +219,51 @@ def test_the_shipped_demo_site_holds_under_forged_and_retained_limits(
 # --- a client on the broker -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("keyed", [True, False], ids=["signed", "insecure"])
-def test_a_forged_far_future_limit_changes_nothing(
-    mosquitto: Mosquitto, tmp_path: Path, keyed: bool
+Fault = Callable[[SiteRig, BrokerSettings], Awaitable[None]]
+
+
+def on_a_sharing_site(
+    mosquitto: Mosquitto, workdir: Path, fault: Fault, *, keyed: bool = True
 ) -> None:
+    """The demo site sharing 48 A between four cars, then ``fault``; the safe-offer invariant
+    checked on every tick throughout."""
     broker = BrokerSettings(mosquitto.host, mosquitto.port)
 
     async def main() -> None:
-        rig = rig_for(broker, tmp_path, keyed=keyed)
+        rig = rig_for(broker, workdir, keyed=keyed)
         try:
             await sharing(rig)
-            st1 = rig.stations["st1"]
-            async with broker.client("rogue", None) as rogue:
-                await rogue.publish(topics.station_limits("demo", "st1"), limits_payload(), qos=1)
-            reason = "unsigned" if keyed else "future"
-            await rig.until(lambda: st1.link.rejected[reason] == 1, f"refused ({reason})")
-            # It locks nothing out: the coordinator's next messages are still applied.
-            accepted = st1.link.accepted
-            await rig.until(lambda: st1.link.accepted > accepted, "the next real message")
-            await rig.hold(10)
-            assert fair(rig)
+            await fault(rig, broker)
         finally:
             await rig.close()
         assert not rig.violations, rig.violations[:5]
 
     run(main)
+
+
+async def publish(broker: BrokerSettings, *payloads: bytes, qos: int = 1) -> None:
+    """A rogue client publishes ``payloads`` to st1's limits topic, in order."""
+    async with broker.client("rogue", None) as rogue:
+        for payload in payloads:
+            await rogue.publish(topics.station_limits("demo", "st1"), payload, qos=qos)
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["signed", "insecure"])
+def test_a_forged_far_future_limit_changes_nothing(
+    mosquitto: Mosquitto, tmp_path: Path, keyed: bool
+) -> None:
+    async def fault(rig: SiteRig, broker: BrokerSettings) -> None:
+        st1 = rig.stations["st1"]
+        await publish(broker, limits_payload())
+        reason = "unsigned" if keyed else "future"
+        await rig.until(lambda: st1.link.rejected[reason] == 1, f"refused ({reason})")
+        # It locks nothing out: the coordinator's next messages are still applied.
+        accepted = st1.link.accepted
+        await rig.until(lambda: st1.link.accepted > accepted, "the next real message")
+        await rig.hold(10)
+        assert fair(rig)
+
+    on_a_sharing_site(mosquitto, tmp_path, fault, keyed=keyed)
 
 
 def test_insecure_lab_a_forged_raise_is_caught_by_the_coordinators_cross_check(
@@ -310,55 +316,33 @@ def test_insecure_lab_a_forged_raise_is_caught_by_the_coordinators_cross_check(
 
 
 def test_replayed_signed_limits_are_refused(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    broker = BrokerSettings(mosquitto.host, mosquitto.port)
+    async def fault(rig: SiteRig, broker: BrokerSettings) -> None:
+        async with Sniffer(broker) as sniffer:
+            await rig.until(lambda: len(sniffer.seen) >= 2, "two messages to st1")
+        st1 = rig.stations["st1"]
+        await publish(broker, sniffer.seen[0])
+        await rig.until(lambda: st1.link.rejected["replay"] == 1, "refused (replay)")
+        await rig.hold(10)
+        assert fair(rig)
 
-    async def main() -> None:
-        rig = rig_for(broker, tmp_path)
-        try:
-            async with Sniffer(broker) as sniffer:
-                await sharing(rig)
-                await rig.until(lambda: len(sniffer.seen) >= 2, "two messages to st1")
-                old = sniffer.seen[0]
-            st1 = rig.stations["st1"]
-            async with broker.client("rogue", None) as rogue:
-                await rogue.publish(topics.station_limits("demo", "st1"), old, qos=1)
-            await rig.until(lambda: st1.link.rejected["replay"] == 1, "refused (replay)")
-            await rig.hold(10)
-            assert fair(rig)
-        finally:
-            await rig.close()
-        assert not rig.violations, rig.violations[:5]
-
-    run(main)
+    on_a_sharing_site(mosquitto, tmp_path, fault)
 
 
 def test_a_flood_of_5000_messages_is_refused_and_sharing_goes_on(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    broker = BrokerSettings(mosquitto.host, mosquitto.port)
+    async def fault(rig: SiteRig, broker: BrokerSettings) -> None:
+        st1 = rig.stations["st1"]
+        before, since = st1.mqtt.received, st1.sharing_at
+        await publish(broker, *(limits_payload(ts=2e9 + i) for i in range(5000)), qos=0)
+        await rig.until(lambda: st1.mqtt.received >= before + 5000, "the flood seen", 30.0)
+        # Forgeries do not use up the allowance of the coordinator's real messages.
+        assert st1.link.rejected == {"unsigned": 5000}, st1.link.rejected
+        await rig.hold(10)
+        assert fair(rig)
+        assert st1.sharing_at == since  # it never left sharing
 
-    async def main() -> None:
-        rig = rig_for(broker, tmp_path)
-        try:
-            await sharing(rig)
-            st1 = rig.stations["st1"]
-            before = st1.mqtt.received
-            since = st1.sharing_at
-            async with broker.client("rogue", None) as rogue:
-                topic = topics.station_limits("demo", "st1")
-                for i in range(5000):
-                    await rogue.publish(topic, limits_payload(ts=2e9 + i), qos=0)
-            await rig.until(lambda: st1.mqtt.received >= before + 5000, "the flood seen", 30.0)
-            # Forgeries do not use up the allowance of the coordinator's real messages.
-            assert st1.link.rejected == {"unsigned": 5000}, st1.link.rejected
-            await rig.hold(10)
-            assert fair(rig)
-            assert st1.sharing_at == since  # it never left sharing
-        finally:
-            await rig.close()
-        assert not rig.violations, rig.violations[:5]
-
-    run(main)
+    on_a_sharing_site(mosquitto, tmp_path, fault)
 
 
 def test_an_oversized_message_never_reaches_the_station(
@@ -367,28 +351,18 @@ def test_an_oversized_message_never_reaches_the_station(
     """The test broker has no size limit of its own (Mosquitto's default): the station's MQTT 5
     Maximum Packet Size (64 KiB) makes the broker drop a 4 MB publish for it, so not one byte
     of it is in the station's memory; a small message right after it arrives."""
-    broker = BrokerSettings(mosquitto.host, mosquitto.port)
 
-    async def main() -> None:
-        rig = rig_for(broker, tmp_path)
-        try:
-            await sharing(rig)
-            st1 = rig.stations["st1"]
-            before = st1.mqtt.received
-            async with broker.client("rogue", None) as rogue:
-                topic = topics.station_limits("demo", "st1")
-                await rogue.publish(topic, b"{" + b" " * (4 << 20) + b"}", qos=1)
-                await rogue.publish(topic, b"{}", qos=1)  # a marker: in order, from one client
-            await rig.until(lambda: st1.mqtt.received > before, "the marker")
-            await rig.hold(2)
-            assert st1.mqtt.received == before + 1  # the marker only
-            assert st1.link.rejected["unsigned"] == 1
-            assert fair(rig)
-        finally:
-            await rig.close()
-        assert not rig.violations, rig.violations[:5]
+    async def fault(rig: SiteRig, broker: BrokerSettings) -> None:
+        st1 = rig.stations["st1"]
+        # The marker after it comes in order: both from one client, one topic.
+        await publish(broker, b"{" + b" " * (4 << 20) + b"}", b"{}")
+        await rig.until(lambda: st1.link.rejected["unsigned"] == 1, "the marker")
+        await rig.hold(2)
+        # Had the big one been delivered, the station would have refused it for its "size".
+        assert st1.link.rejected == {"unsigned": 1}, st1.link.rejected
+        assert fair(rig)
 
-    run(main)
+    on_a_sharing_site(mosquitto, tmp_path, fault)
 
 
 # --- the broker dies --------------------------------------------------------------------------
@@ -397,69 +371,50 @@ def test_an_oversized_message_never_reaches_the_station(
 def test_a_20s_broker_outage_sends_no_station_to_fallback_and_pauses_no_car(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    broker = BrokerSettings(mosquitto.host, mosquitto.port)
+    lowest: dict[str, float] = {}
+    statuses: set[str] = set()
 
-    async def main() -> None:
-        rig = rig_for(broker, tmp_path)
-        lowest: dict[str, float] = {}
-        statuses: set[str] = set()
-
-        def watch() -> None:
+    async def watch(rig: SiteRig, seconds: float) -> None:
+        end = rig.clock() + seconds
+        while rig.clock() < end:
             for pid, a in rig.offers().items():
                 lowest[pid] = min(lowest.get(pid, a), a)
             statuses.update(rs.status() for rs in rig.stations.values())
+            await asyncio.sleep(0.01)
 
-        try:
-            await sharing(rig)
-            await asyncio.to_thread(mosquitto.kill)
-            down = rig.clock()
-            while rig.clock() < down + 20.0:
-                watch()
-                await asyncio.sleep(0.01)
-            await asyncio.to_thread(mosquitto.start)
-            coordinator = rig.coordinator
-            assert coordinator is not None
-            await rig.until(
-                lambda: (
-                    coordinator.connected and all(rs.mqtt.connected for rs in rig.stations.values())
-                ),
-                "everybody reconnected",
-            )
-            again = rig.clock()
-            while rig.clock() < again + 15.0:  # fresh limits flow again, nobody paused
-                watch()
-                await asyncio.sleep(0.01)
-            assert all(rs.mqtt.sessions == 2 for rs in rig.stations.values())
-        finally:
-            await rig.close()
-        assert statuses == {"sharing"}, statuses
-        assert min(lowest.values()) >= 11.9, lowest  # no car paused or lowered
-        assert not rig.violations, rig.violations[:5]
+    async def fault(rig: SiteRig, broker: BrokerSettings) -> None:
+        await asyncio.to_thread(mosquitto.kill)
+        await watch(rig, 20.0)
+        await asyncio.to_thread(mosquitto.start)
+        coordinator = rig.coordinator
+        assert coordinator is not None
+        await rig.until(
+            lambda: (
+                coordinator.connected and all(rs.mqtt.connected for rs in rig.stations.values())
+            ),
+            "everybody reconnected",
+        )
+        await watch(rig, 15.0)  # fresh limits flow again, nobody paused
+        assert all(rs.mqtt.sessions == 2 for rs in rig.stations.values())
 
-    run(main)
+    on_a_sharing_site(mosquitto, tmp_path, fault)
+    assert statuses == {"sharing"}, statuses
+    assert min(lowest.values()) >= 11.9, lowest  # no car paused or lowered
 
 
 def test_a_60s_broker_outage_falls_back_safely_and_sharing_resumes(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    broker = BrokerSettings(mosquitto.host, mosquitto.port)
+    async def fault(rig: SiteRig, broker: BrokerSettings) -> None:
+        await asyncio.to_thread(mosquitto.kill)
+        await rig.until(
+            lambda: all(rs.status() == "fallback" for rs in rig.stations.values()),
+            "fallback while the broker is down",
+            10.0,
+        )
+        await rig.until(lambda: all(a == 8.0 for a in rig.offers().values()), "8 A each")
+        await rig.hold(60.0 - SETTINGS.valid_s)
+        await asyncio.to_thread(mosquitto.start)
+        await rig.until(lambda: fair(rig), "sharing again", 30.0)
 
-    async def main() -> None:
-        rig = rig_for(broker, tmp_path)
-        try:
-            await sharing(rig)
-            await asyncio.to_thread(mosquitto.kill)
-            await rig.until(
-                lambda: all(rs.status() == "fallback" for rs in rig.stations.values()),
-                "fallback while the broker is down",
-                10.0,
-            )
-            await rig.until(lambda: all(a == 8.0 for a in rig.offers().values()), "8 A each")
-            await rig.hold(60.0 - SETTINGS.valid_s)
-            await asyncio.to_thread(mosquitto.start)
-            await rig.until(lambda: fair(rig), "sharing again", 30.0)
-        finally:
-            await rig.close()
-        assert not rig.violations, rig.violations[:5]
-
-    run(main)
+    on_a_sharing_site(mosquitto, tmp_path, fault)
