@@ -269,9 +269,9 @@ def test_a_forged_far_future_limit_changes_nothing(
 def test_insecure_lab_a_forged_raise_is_caught_by_the_coordinators_cross_check(
     mosquitto: Mosquitto, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    """With no key, a client that forges a plausible limit (the coordinator's last ts plus a
-    second) raises st1 to its local maximum. The coordinator sees it in st1's next telemetry
-    (the cap it reports is above what was sent), reserves st1's local maximum, lowers st2,
+    """With no key, a client that forges a plausible limit (a ts a few seconds after the
+    coordinator's clock) raises st1 to its local maximum. The coordinator sees it in st1's next
+    telemetry (the cap it reports is above what was sent), reserves st1's local maximum, lowers st2,
     raises an alarm; the circuit is back within its limit one EV response later, and st1 is
     trusted again once it has followed the coordinator's limits for 15 s."""
     broker = BrokerSettings(mosquitto.host, mosquitto.port)
@@ -286,7 +286,10 @@ def test_insecure_lab_a_forged_raise_is_caught_by_the_coordinators_cross_check(
                 assert coordinator is not None
                 await rig.until(lambda: bool(sniffer.seen), "a message to st1 seen")
                 last = json.loads(sniffer.seen[-1])
-                forged = limits_payload(ts=last["ts"] + 1.0, seq=last["seq"] + 1, valid_s=30)
+                # Newer than anything the coordinator sent yet (its clock is the rig's wall),
+                # and within the 10 s a station allows ahead of it: a plausible forgery.
+                ts = rig.wall().timestamp() + 5.0
+                forged = limits_payload(ts=ts, seq=last["seq"] + 1, valid_s=30)
                 async with broker.client("rogue", None) as rogue:
                     await rogue.publish(topic, forged, qos=1)
                     forged_at = rig.clock()
