@@ -12,7 +12,7 @@ Run: ``.venv/bin/python bench/bench_link.py [--plugins 30] [--stations 100]``. N
   loop tick that sees the plug-in, to the tick at which the *last* station of the
   coordinator's answer (its first step after the plug-in that changes 10 stations or more;
   the stations tell it by the ``ts`` of the limits they apply) applied its new caps in its
-  ``LinkedController`` ("wave"), through: telemetry publish -> broker -> coordinator -> step
+  ``RemoteLimitedController`` ("wave"), through: telemetry publish -> broker -> coordinator -> step
   -> limits publish -> broker -> station link -> the next station tick. Also: to the tick at
   which the new car is offered current ("new car": that increase waits until the others'
   decreases are confirmed; a share dropping by less than the meters' 0.5 A tolerance cannot
@@ -55,7 +55,8 @@ from firmware.app import build_station  # noqa: E402
 from firmware.config import load_site_config, load_station  # noqa: E402
 from firmware.link.auth import generate_key_file  # noqa: E402
 from firmware.link.mqtt import BrokerSettings, StationMqttLink  # noqa: E402
-from firmware.link.station_link import LinkedController, StationLink  # noqa: E402
+from firmware.link.remote import RemoteLimitedController  # noqa: E402
+from firmware.link.station_link import StationLink  # noqa: E402
 from firmware.runner import RealtimeRunner  # noqa: E402
 from firmware.station import Snapshot, Station  # noqa: E402
 from hal.clock import StationClock  # noqa: E402
@@ -161,12 +162,11 @@ class Rig:
 
     def tick(self, sid: str, snap: Snapshot) -> None:
         now = time.monotonic()
-        controller = self.stations[sid].controller
-        assert isinstance(controller, LinkedController)
-        caps = controller.link.in_force(snap.t)
+        link = self.link(sid)
+        caps = link.in_force(snap.t)
         if caps != self.caps.get(sid):
             self.caps[sid] = caps
-            self.changes.append((now, sid, controller.link.limits_ts(snap.t)))
+            self.changes.append((now, sid, link.limits_ts(snap.t)))
         view = snap.ports[0]
         if view.mode.value != "A" and sid not in self.connected_at:
             self.connected_at[sid] = (now, time.time())
@@ -175,8 +175,10 @@ class Rig:
 
     def link(self, sid: str) -> StationLink:
         controller = self.stations[sid].controller
-        assert isinstance(controller, LinkedController)
-        return controller.link
+        assert isinstance(controller, RemoteLimitedController)
+        link = controller.sources[0]
+        assert isinstance(link, StationLink)
+        return link
 
     def charging(self) -> int:
         return sum(1 for st in self.stations.values() if st.last and st.last.ports[0].offer_a > 0.0)

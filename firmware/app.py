@@ -58,7 +58,8 @@ def build_station(
     if config.link is not None:
         # Site sharing (docs/mqtt.md): the coordinator's caps only lower this station's own
         # tree. On the wire its ports are the site file's "<station>.<port>".
-        from firmware.link.station_link import LinkedController, StationLink
+        from firmware.link.remote import RemoteLimitedController
+        from firmware.link.station_link import StationLink
 
         wire = {f"{config.id}.{pid}": pid for pid in config.port_ids}
         link = StationLink(
@@ -76,7 +77,7 @@ def build_station(
                 "(docs/mqtt.md, Threat model)",
                 config.id,
             )
-        allocator = LinkedController(controller, link)
+        allocator = RemoteLimitedController(controller, link)
     station = Station(
         config.site,
         hw,

@@ -28,7 +28,8 @@ from firmware.config import load_station
 from firmware.link.auth import Keyring, generate_key_file, load_keyring
 from firmware.link.coordinator import CoordinatorCore, CoordinatorSettings
 from firmware.link.mqtt import Backoff, BrokerSettings, CoordinatorService, StationMqttLink
-from firmware.link.station_link import LinkedController, StationLink
+from firmware.link.remote import RemoteLimitedController
+from firmware.link.station_link import StationLink
 from firmware.runner import RealtimeRunner
 from firmware.station import Snapshot, Station
 from hal.clock import StationClock
@@ -215,12 +216,12 @@ class SiteRig:
         config = load_station(self.station_file(station, evs, **kw))
         clock = StationClock(self.speed)
         built = build_station(config, clock=clock)
-        assert isinstance(built.controller, LinkedController)
+        assert isinstance(built.controller, RemoteLimitedController)
         mqtt = built.services[-1]
         assert isinstance(mqtt, StationMqttLink)
         mqtt.backoff = Backoff(*self.backoff)
         runner = RealtimeRunner(built, speed=self.speed, clock=clock)
-        rs = RunningStation(station, built, clock, built.controller.link, mqtt, runner)
+        rs = RunningStation(station, built, clock, mqtt.link, mqtt, runner)
         rs.task = asyncio.create_task(runner.run(on_step=lambda snap: self._tick(rs, snap)))
         self.stations[station] = rs
         return rs

@@ -1,5 +1,5 @@
 """The station side of the link: validation of limit messages, caps, the safe transition to and
-from fallback, telemetry, and the LinkedController that applies it all to a station."""
+from fallback, telemetry, and the RemoteLimitedController that applies it all to a station."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from controller.core import Controller
 from controller.limits import LimitTree
 from controller.model import GroupSpec, PortObservation, PortSpec, SiteSpec
 from firmware.link.messages import Limits, decode_telemetry, encode_limits
+from firmware.link.remote import RemoteLimitedController
 from firmware.link.station_link import (
     DEFAULT_RISE_DELAY_S,
-    LinkedController,
     StationLink,
 )
 from firmware.station import Snapshot, Station
@@ -194,7 +194,7 @@ def test_settings_are_checked() -> None:
         link().set_fallback({"nope": 8.0})
 
 
-# --- LinkedController on a real station ------------------------------------------------------
+# --- RemoteLimitedController on a real station -------------------------------------------
 
 JUMPER = SiteSpec(
     "st1",
@@ -206,9 +206,9 @@ JUMPER = SiteSpec(
 )
 
 
-def linked() -> tuple[LinkedController, StationLink]:
+def linked() -> tuple[RemoteLimitedController, StationLink]:
     lk = StationLink("hq", "st1", PORTS)
-    return LinkedController(Controller(LimitTree.from_spec(JUMPER)), lk), lk
+    return RemoteLimitedController(Controller(LimitTree.from_spec(JUMPER)), lk), lk
 
 
 CHARGING = {pid: PortObservation(True, True, None, 0.0) for pid in PORTS}
@@ -244,7 +244,7 @@ def test_linked_controller_goes_to_fallback_and_says_so() -> None:
 
 def test_linked_controller_refuses_a_link_for_other_ports() -> None:
     with pytest.raises(ValueError, match="ports"):
-        LinkedController(
+        RemoteLimitedController(
             Controller(LimitTree.from_spec(JUMPER)), StationLink("hq", "st1", ("a", "b"))
         )
 
@@ -289,7 +289,7 @@ def test_no_message_raises_a_port_above_its_local_cap(
 
 def _station(lk: StationLink) -> Station:
     bus = SimBus(list(PORTS), [EvSpec("st1.1", arrive_s=0.0, max_a=32.0)])
-    ctl = LinkedController(Controller(LimitTree.from_spec(JUMPER)), lk)
+    ctl = RemoteLimitedController(Controller(LimitTree.from_spec(JUMPER)), lk)
     return Station(JUMPER, bus, ctl, jumper=False)
 
 
@@ -404,3 +404,23 @@ def test_with_a_key_unsigned_limits_are_refused_and_do_not_use_the_flood_allowan
     # Telemetry goes out signed.
     snapshot = Snapshot(t=5.0, ports=(), loads={}, limits={}, inhibit=None)
     assert json.loads(ring.open(lk.telemetry(5.0, snapshot)))["station"] == "st1"
+
+
+def test_two_remote_sources_at_once_the_lower_cap_wins() -> None:
+    """A second source of remote limits (OCPP's profiles, say) beside the coordinator: each
+    port gets the lowest cap any source puts on it, and the controller shares only while every
+    source has its own limits in force."""
+    coordinator, other = link(), StationLink("hq", "st1", PORTS, fallback_a=FALLBACK)
+    ctl = RemoteLimitedController(Controller(LimitTree.from_spec(JUMPER)), coordinator, other)
+    coordinator.receive_limits(0.0, limits(1.0, {"st1.1": 20.0, "st1.2": 10.0}))
+    other.receive_limits(0.0, limits(1.0, {"st1.1": 12.0, "st1.2": 16.0}))
+    offers = ctl.update(0.0, CHARGING).offers
+    assert offers == {"st1.1": 12.0, "st1.2": 10.0}
+    assert ctl.controller.tree.port_caps() == {"st1.1": 12.0, "st1.2": 10.0}
+    # The telemetry of each reports the caps the tick applied: the lower ones.
+    assert other.in_force(0.0) == {"st1.1": 12.0, "st1.2": 16.0}
+    assert coordinator.up(0.0) and other.up(0.0)
+    # One source gone: its fallback transition applies, and the other's caps still bind.
+    offers = ctl.update(40.0, CHARGING).offers
+    assert not coordinator.up(40.0) and not other.up(40.0)
+    assert all(a <= 8.0 for a in offers.values())

@@ -9,10 +9,10 @@ independently of the controller's own bookkeeping.
 
 A site scenario with ``coordinator:`` runs as the product would be deployed: every station of
 the site its own `Station` with its local tree (`SiteConfig.station_spec`) and a
-`LinkedController`, on its own view of one shared simulated bus, and a `CoordinatorCore` over the
-whole site tree, talking through the in-process transport (firmware.link.inprocess) with the
-real message codecs; `firmware.runner.SiteRunner` ticks them all in virtual time. The checker
-then checks the whole site tree over every port, against the coordinator's limits in force.
+`RemoteLimitedController`, on its own view of one shared simulated bus, and a `CoordinatorCore`
+over the whole site tree, talking through the in-process transport (firmware.link.inprocess)
+with the real message codecs; `firmware.runner.SiteRunner` ticks them all in virtual time. The
+checker then checks the whole site tree over every port, against the coordinator's limits in force.
 Without ``coordinator:`` a site runs as one controller, as before; a site's time-of-use
 schedules and site meters then move that controller's limits (`controller.dynamic`).
 """
@@ -42,7 +42,8 @@ from firmware.link import topics
 from firmware.link.auth import Keyring
 from firmware.link.coordinator import CoordinatorCore
 from firmware.link.inprocess import InProcessTransport
-from firmware.link.station_link import LinkedController, StationLink
+from firmware.link.remote import RemoteLimitedController
+from firmware.link.station_link import StationLink
 from firmware.port import Mode
 from firmware.runner import SiteRunner, VirtualRunner
 from firmware.station import Allocator, Snapshot, Station
@@ -564,7 +565,7 @@ class _Site:
             self.stations[sid] = Station(
                 local,
                 _BusView(bus, pids),
-                LinkedController(controller, link),
+                RemoteLimitedController(controller, link),
                 jumper=False,
                 port_config=scenario.port_config,
             )

@@ -10,7 +10,7 @@ tasks and topics (docs/mqtt.md).
 Both are ``hal.interfaces.Service`` objects: ``start()`` returns at once and the connection
 is kept up by a background task that reconnects with exponential backoff, logging once when
 an outage begins and once when it ends. The station loop never waits on any of it: the
-station only calls the pure ``LinkedController``, which reads what this task last received.
+station only calls the pure ``RemoteLimitedController``, which reads what this task last received.
 
 QoS and retain (docs/mqtt.md, "QoS and retain"): limits QoS 1, never retained (a limit is
 only good while fresh; a retained one that reaches a station is refused, counted "retained");
@@ -349,7 +349,7 @@ class StationMqttLink(MqttService):
     """A station's link: limits in, telemetry and status out (a ``hal.interfaces.Service``).
 
     ``snapshot`` returns the station's last ``Snapshot`` (``lambda: station.last``);
-    ``clock`` is the station's clock, the one its ``LinkedController`` is given ``now`` on,
+    ``clock`` is the station's clock, the one its ``RemoteLimitedController`` is given ``now`` on,
     so validity times count on one clock.
 
     Limits arrive between two ticks of the station loop, and telemetry acknowledges the

@@ -14,9 +14,9 @@ API (the contract the MQTT shell and the simulator code against)::
     link.status(now, snapshot=None) -> str       # "sharing" | "fallback" | "inhibited"
     link.telemetry_due(now, snapshot) -> bool    # period elapsed, or something changed
     link.telemetry(now, snapshot) -> bytes       # schema-1 Telemetry; counts as sent
-    link.applied(now, ts, caps)                  # what a tick applied (LinkedController)
+    link.applied(now, caps)                      # what a tick applied (the controller)
     link.next_deadline(now) -> float | None      # expiry, fallback rise, next telemetry
-    ctl = LinkedController(controller, link)     # a firmware.station.Allocator
+    ctl = RemoteLimitedController(controller, link)   # firmware.link.remote
 
 ``port_ids`` are the ids on the wire (the site file's port ids); ``local_ids`` maps them to the
 station's own port ids when those differ (default: the same). Every mapping this module
@@ -70,7 +70,7 @@ limits and stations already at fallback):
 What telemetry acknowledges: the coordinator takes ``limits_ts`` with the offers and readings
 next to it as the station's state under those limits (a reading at or under the offer confirms
 a decrease). Limits arrive between ticks, so telemetry reports, for the tick that produced its
-snapshot, the ``ts`` and caps that tick applied (`LinkedController` records them with
+snapshot, the ``ts`` and caps that tick applied (`RemoteLimitedController` records them with
 `StationLink.applied`), never limits received after it; none recorded for that tick: no
 acknowledgement.
 """
@@ -83,10 +83,7 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from controller.core import Controller
-from controller.fallback import fallback_level
-from controller.limits import LimitTree
-from controller.model import Decision, PortObservation
+from controller.model import PortObservation
 from firmware.link.auth import AuthError, Keyring, open_envelope
 from firmware.link.messages import (
     Limits,
@@ -105,7 +102,6 @@ __all__ = [
     "DEFAULT_TELEMETRY_PERIOD_S",
     "EV_RESPONSE_S",
     "SKEW_MARGIN_S",
-    "LinkedController",
     "StationLink",
 ]
 
@@ -236,7 +232,7 @@ class StationLink:
 
     def set_fallback(self, levels: Mapping[str, float]) -> None:
         """Each local port's fallback level (``controller.fallback.fallback_level``); ports not
-        named fall back to 0. `LinkedController` sets them from its tree."""
+        named fall back to 0. `RemoteLimitedController` sets them from its tree."""
         unknown = set(levels) - set(self.local_ids)
         if unknown:
             raise ValueError(f"fallback for unknown port(s): {', '.join(sorted(unknown))}")
@@ -422,7 +418,7 @@ class StationLink:
     # --- telemetry out --------------------------------------------------------------------
 
     def observe(self, now: float, observations: Mapping[str, PortObservation]) -> None:
-        """Note each port's session start (local ids) for telemetry (`LinkedController` does)."""
+        """Note each port's session start (local ids) for telemetry (the controller does)."""
         for pid in self.local_ids:
             obs = observations.get(pid)
             if obs is None or not obs.connected:
@@ -432,8 +428,14 @@ class StationLink:
             else:
                 self._sessions.setdefault(pid, now)
 
-    def applied(self, now: float, ts: float | None, caps: Mapping[str, float]) -> None:
-        """The tick at ``now`` applied the limits of ``ts`` (None: fallback) as ``caps``."""
+    def up(self, now: float) -> bool:
+        """Whether the coordinator's limits are in force (`firmware.link.remote.RemoteLimits`)."""
+        return self.caps(now) is not None
+
+    def applied(self, now: float, caps: Mapping[str, float]) -> None:
+        """The tick at ``now`` applied ``caps`` (the lowest of every remote source's) under
+        the limits in force (their ``ts``: what telemetry acknowledges)."""
+        ts = self.limits_ts(now)
         if self._ticks and now < self._ticks[-1][0]:
             self._ticks.clear()  # time went back (a restarted clock): older records are void
         if self._ticks and self._ticks[-1][0] == now:
@@ -550,62 +552,4 @@ class StationLink:
             times.append(self._sent_at + self.telemetry_period_s)
             times.append(self._sent_at + MIN_TELEMETRY_INTERVAL_S)
         due = [t for t in times if t > now]
-        return min(due) if due else None
-
-
-class LinkedController:
-    """A station's controller under a coordinator: a `firmware.station.Allocator`.
-
-    Each tick it applies the link's caps to the controller's tree (`LimitTree.with_port_caps`:
-    they only lower; the station's own breakers stay) and runs the controller in sharing mode
-    while the link has valid limits, in fallback mode (``link_up=False``) otherwise, with the
-    link's transition caps (`StationLink.in_force`). ``link_up=False`` from the station loop
-    drops the limits at once (the transition rule still applies).
-    """
-
-    def __init__(self, controller: Controller, link: StationLink) -> None:
-        ports = set(controller.tree.ports)
-        if ports != set(link.local_ids):
-            raise ValueError(
-                f"the link's ports {sorted(link.local_ids)} are not the tree's {sorted(ports)}"
-            )
-        self.controller = controller
-        self.link = link
-        self._base = controller.tree
-        self._applied: dict[str, float] | None = None
-        self._now: float | None = None
-        link.set_fallback({pid: fallback_level(p) for pid, p in self._base.ports.items()})
-
-    @property
-    def tree(self) -> LimitTree:
-        """The station's own tree (its breakers), without remote caps."""
-        return self._base
-
-    def set_tree(self, tree: LimitTree) -> None:
-        """New local limit values (same ports); remote caps are re-applied on the next tick."""
-        if set(tree.ports) != set(self._base.ports):
-            raise ValueError("set_tree: the new tree must have the same ports")
-        self._base = tree
-        self._applied = None
-        self.link.set_fallback({pid: fallback_level(p) for pid, p in tree.ports.items()})
-
-    def update(
-        self, now: float, observations: Mapping[str, PortObservation], *, link_up: bool = True
-    ) -> Decision:
-        link = self.link
-        if not link_up:
-            link.drop(now)
-        link.observe(now, observations)
-        sharing = link.caps(now) is not None
-        caps = link.in_force(now)
-        if caps != self._applied:
-            self.controller.set_tree(self._base.with_port_caps(caps))
-            self._applied = caps
-        link.applied(now, link.limits_ts(now), caps)
-        self._now = now
-        return self.controller.update(now, observations, link_up=sharing)
-
-    def next_deadline(self) -> float | None:
-        times = [self.controller.next_deadline(), self.link.next_deadline(self._now)]
-        due = [t for t in times if t is not None]
         return min(due) if due else None
