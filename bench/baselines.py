@@ -6,7 +6,10 @@ loop, simulated bus and summary as ampshare's controller:
 - ``StaticSplit``: how the 2013 CT4000 behaved: the limit is split equally among the
   vehicles plugged in, whatever they draw; no redistribution, applied at once.
 - ``NaiveReallocator``: redistributes by metered draw like ampshare, but applies every new
-  offer at once, with no decrease-first sequencing and no 5 s window.
+  offer at once, with no decrease-first sequencing and no 5 s window. It re-allocates every
+  5 s (and at once when a vehicle plugs in or out), as a simple periodic controller does: run
+  on every tick it chases its own meters' noise, and each offer change it makes is a change
+  the simulated vehicles follow 5 s later, so a simulated day never ends.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from controller.model import Decision, PortObservation
 # it leaves above the draw (the same order as ampshare's demand learning, for a fair contrast).
 _UNDER_A = 2.0
 _MARGIN_A = 1.0
+# The naive baseline's control period: ampshare's own offer window, for a fair contrast.
+_PERIOD_S = 5.0
 
 
 class StaticSplit:
@@ -49,10 +54,23 @@ class NaiveReallocator:
     def __init__(self, tree: LimitTree) -> None:
         self.tree = tree
         self.offers: dict[str, float] = {}
+        self._next: float | None = None
+        self._connected: frozenset[str] = frozenset()
+        self._held: Decision | None = None
 
     def update(
         self, now: float, observations: Mapping[str, PortObservation], *, link_up: bool = True
     ) -> Decision:
+        connected = frozenset(pid for pid, obs in observations.items() if obs.connected)
+        if (
+            self._held is not None
+            and connected == self._connected
+            and self._next is not None
+            and now < self._next
+        ):
+            return self._held
+        self._connected = connected
+        self._next = now + _PERIOD_S
         requests = {}
         for pid, obs in observations.items():
             if not obs.connected:
@@ -65,10 +83,11 @@ class NaiveReallocator:
             requests[pid] = PortRequest(want_a=want, min_a=self.tree.ports[pid].min_a)
         amps = allocate(self.tree, requests).amps
         self.offers = dict(amps)
-        return _decision(self.tree, amps)
+        self._held = _decision(self.tree, amps)
+        return self._held
 
     def next_deadline(self) -> float | None:
-        return None
+        return self._next
 
 
 def _decision(tree: LimitTree, amps: Mapping[str, float]) -> Decision:

@@ -5,6 +5,11 @@ Run: ``.venv/bin/python bench/bench_sim.py``. Prints, measured in this run:
   arriving through the day, and for 24 h of a 100-port site;
 - for randomized days (same seeds for all three), utilization and overshoot of ampshare beside
   a static 50/50 split (the 2013 CT4000) and a naive re-allocator without sequencing.
+
+The 100-port day must also stay within a number of station ticks per simulated hour: the cost
+of a tick is flat, so a model that multiplies events shows up here first (the sim EV's delay
+line of 71c84b6 turned this 48 s run into more than 49 CPU-minutes). Past the bound the run
+stops and the script exits non-zero.
 """
 
 from __future__ import annotations
@@ -29,6 +34,39 @@ from tools.scenario import Scenario  # noqa: E402
 from tools.simulate import ControllerFactory, product_controller, simulate  # noqa: E402
 
 DAY_S = 24 * 3600.0
+HOUR_S = 3600.0
+
+# Station ticks per simulated hour of site_scenario(1) before 71c84b6: 3,564 in its first 8 h.
+# With that commit's regression the same 8 h took 15,855 and the whole day never ended. Twice
+# the old rate leaves room for model and firmware changes and still catches that class of bug.
+SITE_TICKS_PER_H_BEFORE = 3564 / 8
+SITE_TICKS_PER_H_BOUND = 2.0 * SITE_TICKS_PER_H_BEFORE
+
+
+class TickBudgetExceeded(Exception):
+    """A run needed more station ticks than its budget allows (checked as it goes)."""
+
+
+class TickBudget:
+    """Counts ticks while a run goes and stops it as soon as it is over its rate bound.
+
+    The first simulated hour gets a whole hour's budget (arrivals, handshakes); after that,
+    the budget grows with simulated time, so a run whose ticks explode stops within minutes of
+    wall time instead of running for hours before anyone sees a number.
+    """
+
+    def __init__(self, per_hour: float) -> None:
+        self.per_hour = per_hour
+        self.ticks = 0
+
+    def __call__(self, t: float) -> None:
+        self.ticks += 1
+        allowed = self.per_hour * max(t, HOUR_S) / HOUR_S
+        if self.ticks > allowed:
+            raise TickBudgetExceeded(
+                f"{self.ticks:,} ticks by t={t / HOUR_S:.2f} h: more than {self.per_hour:,.0f}"
+                " per simulated hour"
+            )
 
 
 def random_day(ports: list[str], seed: int, visits_per_port: int) -> tuple[EvSpec, ...]:
@@ -119,21 +157,46 @@ def baseline(kind: str) -> ControllerFactory:
     return lambda tree, _s: NaiveReallocator(tree)
 
 
-def main() -> None:
+def main() -> int:
     print("ampshare scenario benchmark (virtual time, real station loop)")
-    for label, scenario in (
-        ("24 h CT4000 jumper, cars through the day", jumper_scenario(1)),
-        ("24 h 100-port site (2 panels, 10 circuits)", site_scenario(1)),
+    for label, scenario, bound in (
+        ("24 h CT4000 jumper, cars through the day", jumper_scenario(1), None),
+        ("24 h 100-port site (2 panels, 10 circuits)", site_scenario(1), SITE_TICKS_PER_H_BOUND),
     ):
+        print(f"  {label}: {len(scenario.evs)} visits")
+        budget = TickBudget(bound) if bound is not None else None
         start = time.perf_counter()
-        result = simulate(scenario)
+        try:
+            result = simulate(scenario, progress=budget)
+        except TickBudgetExceeded as exc:
+            wall = time.perf_counter() - start
+            print(
+                f"FAIL: {label}: {exc} after {wall:.1f} s of wall time (before 71c84b6:"
+                f" {SITE_TICKS_PER_H_BEFORE:,.1f} per hour). Something multiplies the events"
+                " of the simulated bus (hal/sim); see tests/test_sim_ev_delay.py.",
+                file=sys.stderr,
+            )
+            return 1
         wall = time.perf_counter() - start
         s = result.summary
-        print(f"  {label}: {len(scenario.evs)} visits")
+        per_hour = s["ticks"] / (s["sim_s"] / HOUR_S)
         print(
             f"    wall {wall:7.2f} s   speed-up {DAY_S / wall:10,.0f} x   ticks {s['ticks']:,}"
             f"   utilization {s['utilization']}   overshoot {s['overshoot_as']} A·s"
         )
+        if bound is None:
+            print(f"    ticks per simulated hour {per_hour:,.1f}")
+            continue
+        print(
+            f"    ticks per simulated hour {per_hour:,.1f}   bound {bound:,.1f}"
+            f" (2 x {SITE_TICKS_PER_H_BEFORE:,.1f} before 71c84b6)"
+        )
+        if per_hour > bound:
+            print(
+                f"FAIL: {label}: {per_hour:,.1f} ticks per simulated hour > {bound:,.1f}",
+                file=sys.stderr,
+            )
+            return 1
     print("  randomized days, same EVs for each controller (utilization / overshoot A·s):")
     controllers: list[tuple[str, ControllerFactory]] = [
         ("ampshare", product_controller),
@@ -154,7 +217,8 @@ def main() -> None:
             s = simulate(scenario, controller_factory=factory).summary
             cells.append(f"{name}: {s['utilization']:.4f} / {s['overshoot_as']:.1f}")
         print(f"    ten ports on 100 A, day seed {seed}: " + "   ".join(cells))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,10 @@
-"""A simulated electric vehicle behind a J1772 plug (being completed: EvSpec is final)."""
+"""A simulated electric vehicle behind a J1772 plug (being completed: EvSpec is final).
+
+What lags is the vehicle's view of the EVSE: the PWM offer and the contactor (SAE J1772 and
+IEC 61851-1 Annex A: the vehicle follows a change of the offered current within 5 s). Its own
+charger limit, the taper of a nearly full battery, applies at once: the battery management
+lowers its current by itself and has nothing to wait for.
+"""
 
 from __future__ import annotations
 
@@ -64,10 +70,15 @@ class SimEv:
         self.draw_a = 0.0  # current drawn now (piecewise constant)
         self.overdraw_a = spec.overdraw_a
         self.paused_once = False  # saw PWM go off while asking (for vehicles that do not wake)
-        # Lagged changes, (at, draw) in time order: the vehicle follows each offer change
-        # response_s after that change, so a second change does not postpone the first
-        # (J1772: follow within 5 s of every change; a delay line, not a restarted timer).
+        # Lagged changes of what the EVSE allows, (at, allowance) in time order: the vehicle
+        # follows each change of the offer or of the contactor response_s after that change,
+        # so a second change does not postpone the first (J1772: follow within 5 s of every
+        # change; a delay line, not a restarted timer). Only the EVSE's changes go in: fed with
+        # the taper's drift, which moves at every event, the line would grow by an entry per
+        # event and every entry would become an event of the whole bus (71c84b6).
         self._pending: deque[tuple[float, float]] = deque()
+        # The allowance the vehicle follows now: the last one that came out of the line.
+        self._allowed = 0.0
         self._c_at: float | None = None  # when S2 closes after a handshake
         self._b_at: float | None = None  # when S2 opens after PWM went off
         self._taper_at: float | None = None
@@ -85,13 +96,23 @@ class SimEv:
         frac = (1.0 - self.soc) / (1.0 - TAPER_START_SOC)
         return self.spec.max_a * max(TAPER_FLOOR, frac)
 
-    def desired_draw(self, offer_a: float, energised: bool) -> float:
-        """What the vehicle settles on drawing for this offer (amps per phase)."""
+    def allowance(self, offer_a: float, energised: bool) -> float:
+        """What the vehicle settles on for this offer before its own taper (amps per phase).
+
+        It depends on the EVSE's offer and contactor and on the vehicle's discrete states (S2
+        closed, still asking, a fault's overdraw), never on the state of charge: it changes
+        only when something changes, which is what keeps the delay line short.
+        """
         if not (energised and self.in_c and self.wants_energy):
             return 0.0
         if offer_a < self.spec.min_a:
             return 0.0  # many vehicles draw nothing rather than less than their minimum
-        return min(offer_a, self.charger_limit_a()) + self.overdraw_a
+        return min(offer_a, self.spec.max_a) + self.overdraw_a
+
+    def desired_draw(self, offer_a: float, energised: bool) -> float:
+        """What the vehicle settles on drawing for this offer now (amps per phase)."""
+        allowed = self.allowance(offer_a, energised)
+        return min(allowed, self.charger_limit_a() + self.overdraw_a) if allowed > 0.0 else 0.0
 
     @property
     def power_w(self) -> float:
@@ -128,15 +149,15 @@ class SimEv:
                 self._b_at = now + self.spec.response_s
         else:
             self._b_at = None
-        want = self.desired_draw(offer_a, energised)
         if not energised:
-            # The contactor is open: no current can flow, whatever the vehicle would like.
+            # The contactor is open: no current can flow, whatever the vehicle would like, and
+            # once it closes again the vehicle starts over, response_s after the closing.
             self.draw_a = 0.0
+            self._allowed = 0.0
             self._pending.clear()
-            if want != 0.0:
-                self._pending.append((now + self.spec.response_s, want))
             return
-        last = self._pending[-1][1] if self._pending else self.draw_a
+        want = self.allowance(offer_a, energised)
+        last = self._pending[-1][1] if self._pending else self._allowed
         if abs(last - want) >= 1e-9:
             # J1772: a vehicle follows a changed offer within its response time (<= 5 s).
             self._pending.append((now + self.spec.response_s, want))
@@ -171,11 +192,16 @@ class SimEv:
             self._b_at = None
             self.in_c = False
             self.draw_a = 0.0
+            self._allowed = 0.0
             self._pending.clear()
         while self._pending and self._pending[0][0] <= now + eps:
-            self.draw_a = self._pending.popleft()[1] if energised else 0.0
-        if not self.wants_energy and self.draw_a > 0.0:
-            self.draw_a = 0.0  # target reached: the BMS stops charging, the car stays in C
+            self._allowed = self._pending.popleft()[1]
+            self.draw_a = self._allowed if energised else 0.0
+        if not self.wants_energy:
+            # Target reached: the BMS stops charging at once (the car stays in C) and follows
+            # nothing from now on.
+            self.draw_a = 0.0
+            self._allowed = 0.0
         elif self.draw_a > 0.0 and self.soc > TAPER_START_SOC:
             limit = self.charger_limit_a() + self.overdraw_a
             if self.draw_a > limit:
