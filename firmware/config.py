@@ -81,6 +81,8 @@ DEFAULT_URL = "sim://"
 DEFAULT_TELEMETRY_PERIOD_S = 5.0  # docs/mqtt.md: telemetry at least this often, and on change
 MQTT_PORT = 1883  # IANA registered port for MQTT
 MQTTS_PORT = 8883  # IANA registered port for MQTT over TLS
+# MQTT 3.1.1, 3.1.3.5: a password is at most 65535 bytes; a longer file is not a password file.
+MAX_PASSWORD_CHARS = 65535
 
 _GUIDE_POWER_SELECT = "the guide, Power Select: 'CT4000 installed for 16A service (20A breaker)'"
 _GUIDE_FALLBACK = "the guide, Handling Offline Stations"
@@ -931,8 +933,15 @@ def _link(value: Value, station_id: str) -> LinkConfig:
         password = password_value.string()
     if file_value is not None:
         path = _readable_file(file_value)
-        with open(path, encoding="utf-8") as stream:
-            password = stream.read().strip()  # a trailing newline is not part of a password
+        try:
+            with open(path, encoding="utf-8") as stream:
+                text = stream.read(MAX_PASSWORD_CHARS + 1)
+        except (OSError, UnicodeDecodeError) as exc:  # e.g. a binary file named by mistake
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not text"
+            file_value.fail(f"{path}: cannot read a password from it ({reason})")
+        if len(text) > MAX_PASSWORD_CHARS:
+            file_value.fail(f"{path}: longer than {MAX_PASSWORD_CHARS} characters (not a password)")
+        password = text.strip()  # a trailing newline is not part of a password
         if not password:
             file_value.fail(f"{path} is empty")
     if password is not None and username is None:

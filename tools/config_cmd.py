@@ -27,21 +27,29 @@ EXIT_OK = 0
 EXIT_INVALID = 2
 
 
+def check_config(path: str) -> str:
+    """The summary of the config at ``path``; ConfigError (or TreeError) if it is refused.
+
+    The whole of what `config check` does short of printing, so that the fuzz test
+    (tests/configfuzz.py) runs exactly this dispatch in-process.
+    """
+    doc = load_document(path)
+    is_site = isinstance(doc.node, yaml.MappingNode) and any(
+        isinstance(key, yaml.ScalarNode) and key.value == "site" for key, _ in doc.node.value
+    )
+    if is_site:
+        site = site_from_value(doc)
+        LimitTree.from_spec(site)  # the loader's checks should make this never refuse
+        return _site_summary(site)
+    station = station_from_value(doc)
+    LimitTree.from_spec(station.site)
+    return _station_summary(station)
+
+
 def config_check(path: str) -> int:
     """Print a summary of the config at ``path`` and return 0, or the refusal and return 2."""
     try:
-        doc = load_document(path)
-        is_site = isinstance(doc.node, yaml.MappingNode) and any(
-            isinstance(key, yaml.ScalarNode) and key.value == "site" for key, _ in doc.node.value
-        )
-        if is_site:
-            site = site_from_value(doc)
-            LimitTree.from_spec(site)  # the loader's checks should make this never refuse
-            text = _site_summary(site)
-        else:
-            station = station_from_value(doc)
-            LimitTree.from_spec(station.site)
-            text = _station_summary(station)
+        text = check_config(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
