@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.dynamic import dynamic_limits, next_change
+from controller.dynamic import DynamicLimits, dynamic_limits, next_change
 from controller.limits import LimitTree
 from controller.model import GroupSpec, PortSpec, SiteSpec
 from controller.schedule import ScheduleEntry, WeeklySchedule, parse_days
@@ -77,6 +77,35 @@ def test_an_ampere_schedule_sets_the_groups_current_limit() -> None:
     assert tree.limits() == {"site:kW": 100.0, "c1": 40.0}
     assert next_change(cfg, night) == MONDAY.replace(hour=6)
     assert dynamic_limits(cfg, None, {"site": 0.0}) == {"site:kW": 100.0}  # no time: no TOU
+
+
+def test_dynamic_limits_over_time_a_reading_goes_stale_after_stale_s() -> None:
+    cfg = _config()  # meter on "site": max 100 kW, conservative 20 kW, stale after 30 s
+    sunday = MONDAY.replace(day=29, hour=12)  # no schedule entry
+    dyn = DynamicLimits(cfg)
+    assert dyn.limits(sunday, 0.0) == {"site:kW": 20.0}  # nothing read yet: conservative
+    dyn.read("site", 40.0, 100.0)
+    assert dyn.readings(130.0) == {"site": 40.0}
+    assert dyn.limits(sunday, 130.0) == dynamic_limits(cfg, sunday, {"site": 40.0})
+    assert dyn.readings(130.001) == {"site": None}
+    assert dyn.limits(sunday, 130.001) == {"site:kW": 20.0}  # stale: never "no limit"
+    dyn.read("site", None, 140.0)  # the meter says it has no reading
+    assert dyn.limits(sunday, 140.0) == {"site:kW": 20.0}
+    with pytest.raises(ValueError, match="no meter"):
+        dyn.read("c1", 1.0, 140.0)
+
+
+def test_dynamic_limits_say_when_they_change_by_themselves() -> None:
+    cfg = _config()
+    dyn = DynamicLimits(cfg)
+    night = MONDAY.replace(hour=3)
+    assert dyn.deadlines(50.0, night) == [50.0 + 3 * 3600.0]  # c1's schedule ends at 06:00
+    dyn.read("site", 10.0, 40.0)
+    assert dyn.deadlines(50.0, night) == pytest.approx([70.0, 50.0 + 3 * 3600.0])
+    # The boundary is the function's, asked again only once the wall clock has passed it.
+    for wall in (night, MONDAY.replace(hour=5, minute=59), MONDAY.replace(hour=6)):
+        assert dyn.next_change(wall) == next_change(cfg, wall)
+    assert dyn.next_change(night) == next_change(cfg, night)  # the clock went back: asked again
 
 
 # --- the site file ---------------------------------------------------------------------------

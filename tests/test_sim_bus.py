@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -10,6 +11,7 @@ from hal.interfaces import Hardware
 from hal.pilot import amps_to_duty
 from hal.sim.bus import SimBus
 from hal.sim.ev import HANDSHAKE_S, EvSpec, SimEv
+from hal.sim.view import BusView
 
 
 def _bus(**ev: object) -> SimBus:
@@ -243,3 +245,21 @@ def test_a_second_offer_change_does_not_postpone_following_the_first() -> None:
         ev.fire(t, True, 10.0, True)
         draws.append(ev.draw_a)
     assert draws == [30.0, 20.0, 20.0, 10.0]
+
+
+def test_a_bus_view_is_one_stations_share_of_the_bus() -> None:
+    bus = SimBus(["a.1", "a.2", "b.1"], [EvSpec(port="b.1", max_a=32.0)], noise_a=0.0)
+    view = BusView(bus, ["b.1"])
+    assert isinstance(view, Hardware)
+    assert [hw.pilot for hw in view.ports] == [bus.port("b.1")]
+    assert not view.jumper.installed()
+    view.ports[0].pilot.pwm(amps_to_duty(16.0))
+    view.advance(HANDSHAKE_S)
+    assert bus.now == HANDSHAKE_S  # one clock: advancing a view advances the bus
+    view.ports[0].contactor.command(True)
+    assert view.next_change(bus.now) == bus.next_change(bus.now)
+    # Stopping a station leaves its own ports safe, and only those.
+    bus.port("a.1").pwm(50.0)
+    asyncio.run(view.stop())
+    assert bus.port("b.1").pilot_out == "steady" and not bus.port("b.1").commanded_closed
+    assert bus.port("a.1").pilot_out == "pwm"

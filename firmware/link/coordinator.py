@@ -80,9 +80,11 @@ of its own messages it counts the cap the station reports (``limit_a``; its port
 has not reported, for ``startup_hold_s``) plus its fallback, and sends it at most
 ``min(reported cap, fallback)``, which never raises a station in any state it could be in.
 
-Limit decreases from time of use or a site meter apply at once to what is sent; the value
-reported by `limits` stays at the old value until the bounds fit under the new one or the EV
-response window plus twice the latency margin has passed (as `Controller.set_tree` does).
+Time of use and site meters (their readings' staleness, the next schedule boundary) are
+`controller.dynamic.DynamicLimits`, the same object the simulator drives a site with. Limit
+decreases from them apply at once to what is sent; the value reported by `limits` stays at
+the old value until the bounds fit under the new one or the EV response window plus twice the
+latency margin has passed (as `Controller.set_tree` does).
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ from datetime import datetime
 
 from controller.allocate import PortRequest, allocate
 from controller.core import Controller, ControlSettings
-from controller.dynamic import dynamic_limits, next_change
+from controller.dynamic import DynamicLimits
 from controller.fallback import fallback_level
 from controller.limits import LOAD_TOLERANCE, LimitTree
 from controller.model import J1772_MIN_A, PortObservation
@@ -291,12 +293,11 @@ class CoordinatorCore:
         # and until when a PWM-off spell (sent or seen 0 A) makes a B state uninformative.
         self._requesting: dict[str, bool] = {}
         self._pwm_off_until: dict[str, float] = {}
-        self._meters: dict[str, tuple[float | None, float]] = {}
+        self._dynamic = DynamicLimits(site)  # time of use, site meters (their readings)
         self._reported: dict[str, float] | None = None
         self._holds: dict[str, tuple[float, float]] = {}
         self._start: float | None = None
         self._publish_all_at: float | None = None  # every station gets a message then
-        self._boundary: tuple[datetime, datetime | None] | None = None  # (wall, next TOU change)
         self._deadline: tuple[float | None] | None = None  # cached until an input or a step
         self._now: float | None = None
         self._wall: tuple[float, datetime] | None = None
@@ -412,7 +413,7 @@ class CoordinatorCore:
             return self._reject("meter", f"no meter configured on group {group!r}")
         if kw is not None and not math.isfinite(kw):
             return self._reject("meter", f"group {group}: reading {kw!r} is not a number")
-        self._meters[group] = (kw, now)
+        self._dynamic.read(group, kw, now)
         return True
 
     def _reject(self, reason: str, detail: str) -> bool:
@@ -586,7 +587,7 @@ class CoordinatorCore:
         self._refresh(now)
         reasons = {sid: self._reason(s, now) for sid, s in self._stations.items()}
         reserved = [p for sid, s in self._stations.items() if reasons[sid] for p in s.ports]
-        tree = self._base.with_limits(dynamic_limits(self.site, wall, self._meter_readings(now)))
+        tree = self._base.with_limits(self._dynamic.limits(wall, now))
         self._tree = tree
         bounds = self.bounds()
 
@@ -766,14 +767,6 @@ class CoordinatorCore:
                 hold = None
             self._reported[lid] = value if hold is None else max(value, hold[0])
 
-    def _meter_readings(self, now: float) -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
-        for gid, meter in self.site.meters.items():
-            reading = self._meters.get(gid)
-            fresh = reading is not None and now - reading[1] <= meter.stale_s
-            out[gid] = reading[0] if fresh and reading is not None else None
-        return out
-
     # --- outputs ------------------------------------------------------------------------------
 
     def limits(self) -> dict[str, float]:
@@ -817,17 +810,9 @@ class CoordinatorCore:
             times.extend(u for u, _ in entries)
         if self._start is not None:
             times.append(self._start + st.hold_s)
-        for gid, (_, at) in self._meters.items():
-            times.append(at + self.site.meters[gid].stale_s + 1e-6)
         times.extend(until for _, until in self._holds.values())
-        if self._wall is not None:
-            at, wall = self._wall
-            cached = self._boundary
-            if cached is None or wall < cached[0] or (cached[1] is not None and wall >= cached[1]):
-                cached = self._boundary = (wall, next_change(self.site, wall))
-            boundary = cached[1]
-            if boundary is not None:
-                times.append(at + (boundary - wall).total_seconds())
+        if self._wall is not None:  # set by every step, as _now is: meters, time of use
+            times.extend(self._dynamic.deadlines(*self._wall))
         due = [t for t in times if t is not None and t > now]
         return min(due) if due else None
 
