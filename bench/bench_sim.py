@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from baselines import NaiveReallocator, StaticSplit  # noqa: E402
 
+from controller.core import ControlSettings  # noqa: E402
 from controller.model import GroupSpec, Phases, Policy, PortSpec, SiteSpec  # noqa: E402
 from firmware.config import load_site, load_station  # noqa: E402
 from firmware.port import PortConfig  # noqa: E402
@@ -103,7 +104,7 @@ def day_scenario(name: str, site: SiteSpec, seed: int, visits: int, **station: A
         site=site,
         jumper=station.get("jumper", False),
         port_config=station.get("port_config", PortConfig()),
-        control=station.get("control", {}),
+        control=station.get("control", ControlSettings()),
         duration_s=DAY_S,
         evs=random_day([p.id for p in site.ports], seed, visits),
         seed=seed,

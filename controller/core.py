@@ -1,7 +1,7 @@
 """The controller core: one tick of observations in, one safe decision out.
 
 This module's one job is to put the pieces together in the right order on every tick, and to
-own the tunables (`ControlSettings`). It is pure and synchronous (DESIGN.md "Rules of the
+own the tunables (`ControlSettings`). It is pure and synchronous (docs/design.md "Rules of the
 house"): the time comes only from ``now``; the same calls give the same decisions.
 
 One tick (`Controller.update`):
@@ -33,14 +33,14 @@ gets its minimum out of what the charging ones leave.
 New limit values (`set_tree`) are used at once for allocation and for every increase. A limit
 that went down is *reported* (``Decision.limits``) at its old value until the effective load
 is under the new value or one offer window has passed: the decreases go out at once but
-vehicles take up to that long to follow (DESIGN.md "The safe-offer invariant").
+vehicles take up to that long to follow (docs/design.md "The safe-offer invariant").
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from controller.allocate import PortRequest, allocate
 from controller.demand import DemandSettings, DemandTracker
@@ -49,6 +49,7 @@ from controller.limits import LOAD_TOLERANCE, LimitTree
 from controller.model import J1772_MIN_A, Decision, Policy, PortObservation
 from controller.rotation import Leftover, Rotation, RotationSettings, WakeSettings, WakeUp
 from controller.sequence import Sequencer
+from hal.pilot import EV_RESPONSE_S
 
 __all__ = ["ControlSettings", "Controller"]
 
@@ -57,119 +58,29 @@ _NOT_CONNECTED = PortObservation(connected=False)
 
 @dataclass(frozen=True, slots=True)
 class ControlSettings:
-    """Every tunable of the controller, with its default and the reason for it."""
+    """Every tunable of the controller: the sequencing ones here, and the demand-learning,
+    rotation and wake-up settings objects, each of which holds its own defaults and the reason
+    for each (`controller.demand.DemandSettings`, `controller.rotation.RotationSettings`,
+    `controller.rotation.WakeSettings`)."""
 
-    # --- sequencing -------------------------------------------------------------------
-    # DESIGN.md "The safe-offer invariant": an EV may take up to 5 s to follow a lower offer.
-    offer_window_s: float = 5.0
+    # docs/design.md "The safe-offer invariant": an EV may take up to 5 s to follow a lower
+    # offer (SAE J1772).
+    offer_window_s: float = EV_RESPONSE_S
     # A meter reading at most this far above a lowered offer shows the vehicle came down
     # (the spec's "small tolerance"): a class 1 meter reads within ~1 % (0.3 A at 32 A).
     # What it draws above the offer still counts as effective (controller.sequence), so the
     # tolerance never hides current; it only lets headroom be used before the 5 s are up.
     confirm_tolerance_a: float = 0.5
-
-    # --- round robin (DESIGN.md "Electrical rules"; the guide, "Equal Charge Policy") ------
-    # Who waits changes every 15 min (our choice; the guide gives no period): a pause and
-    # restart (a contactor cycle, a vehicle restart of some seconds) then costs ~1 % of the
-    # slot and a contactor sees < 100 cycles a day, while with 12 vehicles on 10 slots
-    # (the guide's 8 A example) each waits one 15 min turn in every 1.5 h.
-    rotation_period_s: float = 900.0
-    # A paused vehicle resumes between rotations only if its minimum plus 1 A fits: ten times
-    # the 0.1 A allocation step, above meter and site-meter (DLM) jitter of a few tenths.
-    resume_margin_a: float = 1.0
-    # ... and keeps fitting for a minute: DLM and ramping neighbours move the room for
-    # seconds at a time; a restart that is undone a minute later is the flapping to avoid.
-    resume_hold_s: float = 60.0
-
-    # --- demand learning (DESIGN.md "Electrical rules": redistributed by what meters measure)
-    # "Well below its offer": under offer - max(2 A, 15 %). 2 A is well above meter noise
-    # and on-board-charger ripple; 15 % scales it for large offers (4.5 A at 30 A).
-    low_margin_a: float = 2.0
-    low_fraction: float = 0.15
-    # ... for a minute: a vehicle follows a new offer within 5 s (DESIGN.md) and ramps over
-    # some seconds more; a whole minute below is a vehicle that does not want more.
-    low_window_s: float = 60.0
-    # Lowered to its highest draw in that minute plus 1 A. The headroom is what lets a
-    # vehicle show it wants more (J1772: it can never draw above its offer), and it is taken
-    # from the others all the time: 1 A keeps ~97 % of a 32 A jumper in use beside a 12 A
-    # charger (the guide's "Power Sharing Jumper": the other car gets what one cannot take).
-    lowered_headroom_a: float = 1.0
-    # Drawing within 0.5 A of its lowered offer: it wants more; probe upward at once. Twice
-    # a class 1 meter's error at 16 A and above on-board-charger ripple (a few tenths), and
-    # under the headroom, so a steady vehicle is not probed back up at once.
-    probe_near_a: float = 0.5
-    # Probe a lowered vehicle every 10 min anyway (battery warm-up and cabin heating end,
-    # taper is slow): it costs its neighbours at most one demand window per probe.
-    probe_interval_s: float = 600.0
-    # A probe is answered within the vehicle's 5 s follow time (DESIGN.md) plus its ramp:
-    # judge it after 15 s rather than a full demand window, since the neighbours pay for
-    # every second of a probe that the vehicle does not use.
-    probe_window_s: float = 15.0
-    # Each probe in a row that the vehicle does not take doubles the interval, up to 1 h: a
-    # car held back by its own charger all evening is not probed 6 times an hour.
-    probe_interval_max_s: float = 3600.0
-    # "Finished" (the guide, "complete their charge"): in C and under 1 A, which is a
-    # vehicle's standby draw (BMS, contactor coils), for 2 min (twice the demand window:
-    # long enough to not mistake a pause in the charge profile for the end).
-    finished_a: float = 1.0
-    finished_window_s: float = 120.0
-    # A vehicle is judged against a new offer once it has seen it: when the same reading
-    # would change its want at once (a stale meter counts as drawing the whole offer), that
-    # happens this long after the offer went out: about one port-meter sample (~1 s polls).
-    react_s: float = 1.0
-
-    # --- wake-up (legacy EVs that do not resume after a pause; EVerest-style) -------------
-    # A vehicle closes S2 (B -> C) about 1 s after PWM appears (hal.sim.ev HANDSHAKE_S);
-    # 30 s without it, many times that, is a vehicle that did not wake.
-    wake_timeout_s: float = 30.0
-    # PWM off (+12 V steady, "not available") for 3 s: long enough for every pilot decoder to
-    # see the state change, short enough that a vehicle that woke is not left waiting.
-    wake_off_s: float = 3.0
-    # Three interruptions, then "not-responding" (its share goes to the others).
-    wake_attempts: int = 3
-    # A not-responding vehicle is offered again after 30 min (or at once when it goes to C on
-    # its own): a scheduled-charging car is then at most half an hour late.
-    not_responding_retry_s: float = 1800.0
+    demand: DemandSettings = field(default_factory=DemandSettings)
+    rotation: RotationSettings = field(default_factory=RotationSettings)
+    wake: WakeSettings = field(default_factory=WakeSettings)
 
     def __post_init__(self) -> None:
         if not self.offer_window_s >= 0.0:
             raise ValueError("offer_window_s must be >= 0")
         if not self.confirm_tolerance_a >= 0.0:
             raise ValueError("confirm_tolerance_a must be >= 0")
-        # The sub-settings validate the rest.
-        self.demand()
-        self.rotation()
-        self.wake()
-
-    def demand(self) -> DemandSettings:
-        return DemandSettings(
-            low_margin_a=self.low_margin_a,
-            low_fraction=self.low_fraction,
-            low_window_s=self.low_window_s,
-            headroom_a=self.lowered_headroom_a,
-            near_a=self.probe_near_a,
-            probe_interval_s=self.probe_interval_s,
-            probe_window_s=self.probe_window_s,
-            probe_interval_max_s=self.probe_interval_max_s,
-            finished_a=self.finished_a,
-            finished_window_s=self.finished_window_s,
-            react_s=self.react_s,
-        )
-
-    def rotation(self) -> RotationSettings:
-        return RotationSettings(
-            period_s=self.rotation_period_s,
-            resume_margin_a=self.resume_margin_a,
-            resume_hold_s=self.resume_hold_s,
-        )
-
-    def wake(self) -> WakeSettings:
-        return WakeSettings(
-            timeout_s=self.wake_timeout_s,
-            off_s=self.wake_off_s,
-            attempts=self.wake_attempts,
-            retry_s=self.not_responding_retry_s,
-        )
+        # (The settings objects validate themselves.)
 
 
 @dataclass(slots=True)
@@ -210,11 +121,11 @@ class Controller:
     def __init__(self, tree: LimitTree, settings: ControlSettings = ControlSettings()) -> None:
         self._tree = tree
         self._settings = settings
-        self._demand_settings = settings.demand()
-        self._wake_settings = settings.wake()
+        self._demand_settings = settings.demand
+        self._wake_settings = settings.wake
         self._seq = Sequencer(settings.offer_window_s, settings.confirm_tolerance_a)
-        self._rotation = Rotation(settings.rotation())
-        self._leftover = Leftover(settings.rotation())
+        self._rotation = Rotation(settings.rotation)
+        self._leftover = Leftover(settings.rotation)
         self._sessions: dict[str, _Session] = {}
         self._held: dict[str, _HeldLimit] = {}
         self._now: float | None = None

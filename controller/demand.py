@@ -43,18 +43,43 @@ __all__ = ["DemandSettings", "DemandTracker"]
 
 @dataclass(frozen=True, slots=True)
 class DemandSettings:
-    """Thresholds and windows of demand learning (defaults and reasons in `ControlSettings`)."""
+    """Thresholds and windows of demand learning (docs/design.md "Electrical rules": unused
+    current is redistributed by what meters measure), each default with its reason."""
 
+    # "Well below its offer": under offer - max(2 A, 15 %). 2 A is well above meter noise
+    # and on-board-charger ripple; 15 % scales it for large offers (4.5 A at 30 A).
     low_margin_a: float = 2.0
     low_fraction: float = 0.15
+    # ... for a minute: a vehicle follows a new offer within 5 s (SAE J1772) and ramps over
+    # some seconds more; a whole minute below is a vehicle that does not want more.
     low_window_s: float = 60.0
+    # Lowered to its highest draw in that minute plus 1 A. The headroom is what lets a
+    # vehicle show it wants more (J1772: it can never draw above its offer), and it is taken
+    # from the others all the time: 1 A keeps ~97 % of a 32 A jumper in use beside a 12 A
+    # charger (the guide, "Power Sharing Jumper": the other car gets what one cannot take).
     headroom_a: float = 1.0
+    # Drawing within 0.5 A of its lowered offer: it wants more; probe upward at once. Twice
+    # a class 1 meter's error at 16 A and above on-board-charger ripple (a few tenths), and
+    # under the headroom, so a steady vehicle is not probed back up at once.
     near_a: float = 0.5
+    # Probe a lowered vehicle every 10 min anyway (battery warm-up and cabin heating end,
+    # taper is slow): it costs its neighbours at most one demand window per probe.
     probe_interval_s: float = 600.0
+    # A probe is answered within the vehicle's 5 s follow time plus its ramp: judge it after
+    # 15 s rather than a full demand window, since the neighbours pay for every second of a
+    # probe that the vehicle does not use.
     probe_window_s: float = 15.0
+    # Each probe in a row that the vehicle does not take doubles the interval, up to 1 h: a
+    # car held back by its own charger all evening is not probed 6 times an hour.
     probe_interval_max_s: float = 3600.0
+    # "Finished" (the guide, "complete their charge"): in C and under 1 A, which is a
+    # vehicle's standby draw (BMS, contactor coils), for 2 min (twice the demand window:
+    # long enough to not mistake a pause in the charge profile for the end).
     finished_a: float = 1.0
     finished_window_s: float = 120.0
+    # A vehicle is judged against a new offer once it has seen it: when the same reading
+    # would change its want at once (a stale meter counts as drawing the whole offer), that
+    # happens this long after the offer went out: about one port-meter sample (~1 s polls).
     react_s: float = 1.0
 
     def __post_init__(self) -> None:

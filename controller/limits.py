@@ -1,8 +1,9 @@
 """The limit tree: which port loads which breaker conductor or kW limit, and by how much.
 
-This module's one job is to turn a `SiteSpec` (groups and ports as installed) into a validated
-set of *limits*, each with a value and a load function of the port currents, and to evaluate
-them. It decides nothing about who gets what (that is `controller.allocate`).
+This module's one job is to turn a `SiteSpec` (groups and ports as installed) into a set of
+*limits*, each with a value and a load function of the port currents, and to evaluate them.
+Whether a spec is sound is `controller.validate`'s job (`LimitTree.from_spec` refuses what it
+finds); who gets what is `controller.allocate`'s.
 
 Electrical model (DESIGN.md "Electrical rules"; the guide, "Power Sharing Through the Panel"):
 
@@ -42,12 +43,16 @@ from __future__ import annotations
 import cmath
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import mul
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from controller.model import J1772_MIN_A, GroupSpec, Phases, PortSpec, SiteSpec
+from controller.model import GroupSpec, Phases, PortSpec, SiteSpec
+
+if TYPE_CHECKING:
+    from controller.validate import Problem
 
 __all__ = [
     "LOAD_TOLERANCE",
@@ -109,7 +114,15 @@ _Row = tuple[list[int], list[complex]]
 
 
 class TreeError(ValueError):
-    """A site specification that is not a valid limit tree (the message names the id)."""
+    """A site specification that is not a valid limit tree.
+
+    ``problems``: every problem `controller.validate` found, as data; the message joins them,
+    each naming its group or port.
+    """
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,78 +136,6 @@ class Constraint:
     limit_id: str
     limit: float
     terms: Mapping[str, complex]
-
-
-def _finite_positive(value: float | None) -> bool:
-    return value is not None and math.isfinite(value) and value > 0.0
-
-
-def _check_groups(groups: tuple[GroupSpec, ...]) -> dict[str, GroupSpec]:
-    by_id: dict[str, GroupSpec] = {}
-    for g in groups:
-        if not isinstance(g.id, str) or not g.id:
-            raise TreeError(f"group id {g.id!r}: must be a non-empty string")
-        if ":" in g.id:
-            raise TreeError(f"group {g.id!r}: ':' is reserved for limit ids like 'panel:L1'")
-        if g.id in RESERVED_IDS:
-            raise TreeError(f"group {g.id!r}: the name is reserved for binding reasons")
-        if g.id in by_id:
-            raise TreeError(f"group {g.id!r}: duplicate id")
-        if g.phases not in (1, 3):
-            raise TreeError(f"group {g.id!r}: phases must be 1 or 3, not {g.phases!r}")
-        if g.breaker_a is not None and not _finite_positive(g.breaker_a):
-            raise TreeError(f"group {g.id!r}: breaker_a must be > 0 and finite, not {g.breaker_a}")
-        if g.limit_kw is not None and not _finite_positive(g.limit_kw):
-            raise TreeError(f"group {g.id!r}: limit_kw must be > 0 and finite, not {g.limit_kw}")
-        by_id[g.id] = g
-    roots = [g.id for g in groups if g.parent is None]
-    if len(roots) != 1:
-        found = ", ".join(repr(r) for r in roots) or "none"
-        raise TreeError(f"the groups must have exactly one root (no parent); found {found}")
-    for g in groups:
-        if g.parent is not None and g.parent not in by_id:
-            raise TreeError(f"group {g.id!r}: parent {g.parent!r} is not a group")
-    for g in groups:
-        seen = {g.id}
-        node = g
-        while node.parent is not None:
-            if node.parent in seen:
-                raise TreeError(f"group {g.id!r}: its parents form a cycle through {node.parent!r}")
-            seen.add(node.parent)
-            node = by_id[node.parent]
-    return by_id
-
-
-def _check_port(p: PortSpec, groups: Mapping[str, GroupSpec]) -> None:
-    if not isinstance(p.id, str) or not p.id:
-        raise TreeError(f"port id {p.id!r}: must be a non-empty string")
-    if p.group not in groups:
-        raise TreeError(f"port {p.id!r}: group {p.group!r} is not a group")
-    if not isinstance(p.phases, Phases):
-        raise TreeError(f"port {p.id!r}: phases must be a Phases value, not {p.phases!r}")
-    if not _finite_positive(p.max_a):
-        raise TreeError(f"port {p.id!r}: max_a must be > 0 and finite, not {p.max_a}")
-    if p.power_select_a is not None and not _finite_positive(p.power_select_a):
-        raise TreeError(
-            f"port {p.id!r}: power_select_a must be > 0 and finite, not {p.power_select_a}"
-        )
-    if not _finite_positive(p.voltage_v):
-        raise TreeError(f"port {p.id!r}: voltage_v must be > 0 and finite, not {p.voltage_v}")
-    # SAE J1772 / IEC 61851-1 Table A.7: a pilot cannot offer less than 6 A.
-    if not (math.isfinite(p.min_a) and p.min_a >= J1772_MIN_A):
-        raise TreeError(f"port {p.id!r}: min_a must be >= {J1772_MIN_A:g} A (J1772), not {p.min_a}")
-    if p.min_a > p.cap_a:
-        raise TreeError(f"port {p.id!r}: min_a {p.min_a:g} A is above its cap {p.cap_a:g} A")
-    if p.fallback_a is not None:
-        fb = p.fallback_a
-        if not (math.isfinite(fb) and 0.0 <= fb <= p.cap_a):
-            raise TreeError(f"port {p.id!r}: fallback_a must be in 0..{p.cap_a:g} A, not {fb}")
-        if 0.0 < fb < J1772_MIN_A:
-            raise TreeError(
-                f"port {p.id!r}: fallback_a {fb:g} A is below the J1772 minimum {J1772_MIN_A:g} A"
-            )
-    if p.rated_kw is not None and not _finite_positive(p.rated_kw):
-        raise TreeError(f"port {p.id!r}: rated_kw must be > 0 and finite, not {p.rated_kw}")
 
 
 class LimitTree:
@@ -266,14 +207,25 @@ class LimitTree:
 
     @classmethod
     def from_spec(cls, spec: SiteSpec) -> LimitTree:
-        """Validate ``spec`` and compile its limits; raise `TreeError` naming the bad id."""
-        groups = _check_groups(tuple(spec.groups))
-        ports: dict[str, PortSpec] = {}
-        for p in spec.ports:
-            _check_port(p, groups)
-            if p.id in ports:
-                raise TreeError(f"port {p.id!r}: duplicate id")
-            ports[p.id] = p
+        """Validate ``spec`` (`controller.validate`) and compile its limits; raise `TreeError`
+        with every problem found.
+
+        A port whose cap a breaker above it could not carry alone is compiled (the group's
+        limit holds it); only the config loader refuses that (`validate.INSTALLATION_KINDS`).
+        """
+        # Imported here: validate builds on this module's load model, so it imports this one.
+        from controller.validate import INSTALLATION_KINDS, validated
+
+        problems, tree = validated(spec)
+        if tree is None:
+            raise TreeError([p for p in problems if p.kind not in INSTALLATION_KINDS])
+        return tree
+
+    @classmethod
+    def _compile(cls, spec: SiteSpec) -> LimitTree:
+        """The limits of a spec `controller.validate` found sound; checks nothing itself."""
+        groups = {g.id: g for g in spec.groups}
+        ports = {p.id: p for p in spec.ports}
 
         port_ids = tuple(sorted(ports))
         index = {pid: i for i, pid in enumerate(port_ids)}
@@ -388,17 +340,6 @@ class LimitTree:
         tree._port_rows = tuple(tuple(rows) for rows in port_rows)
         tree._port_limits = port_limits
 
-        # The guide, "Handling Offline Stations": fallback levels are chosen so that all
-        # stations at fallback stay under every limit; refuse a site where they would not.
-        fallback = {p.id: p.fallback_a for p in ports.values() if p.fallback_a is not None}
-        if fallback:
-            over = tree.violations(fallback)
-            if over:
-                lid, load = next(iter(over.items()))
-                raise TreeError(
-                    f"limit {lid!r}: the ports' fallback_a together load it to {load:.1f}, "
-                    f"above its limit {tree._limits[tree._limit_ids.index(lid)]:.1f}"
-                )
         return tree
 
     # --- Views ---------------------------------------------------------------------------

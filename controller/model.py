@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 J1772_MIN_A = 6.0
 # The guide ("Power Sharing", IMPORTANT note, v1 Oct 2025): at least 8 A per port is recommended.
 DEFAULT_MIN_A = 8.0
-# NEC 210.20(A) / 625.41 and the guide ("Circuit Sharing"): continuous load <= 80 % of rating.
+# The guide, "Power Sharing at the Circuit Level" (a 40 A breaker carries 32 A), and NEC
+# 210.20(A) / 625.41 (EV charging is a continuous load, sized at 125 %): <= 80 % of the rating.
 CONTINUOUS_FRACTION = 0.8
 
 
@@ -87,6 +88,18 @@ class PortSpec:
         if self.power_select_a is None:
             return self.max_a
         return min(self.max_a, self.power_select_a)
+
+    @property
+    def fallback_level_a(self) -> float:
+        """What this port offers while its coordinator is away: ``fallback_a`` under its cap.
+
+        0 without ``fallback_a``. The cap counts because a port never offers more than it
+        (`controller.validate` checks the site against these levels; the guide, "Handling
+        Offline Stations").
+        """
+        if self.fallback_a is None:
+            return 0.0
+        return max(0.0, min(self.fallback_a, self.cap_a))
 
 
 @dataclass(frozen=True, slots=True)

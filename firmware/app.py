@@ -2,42 +2,36 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
 
-from controller.core import Controller, ControlSettings
+from controller.core import Controller
 from controller.limits import LimitTree
 from firmware.config import StationConfig
 from firmware.station import Allocator, Station
 from hal import registry
 from hal.clock import StationClock
-from hal.interfaces import Hardware, Meter
-
-# A per-port meter URL that means "the meter the hardware backend itself provides".
-BUILTIN_METER = "sim://"
+from hal.interfaces import BackendContext, Hardware, Meter, Service
 
 
-def control_settings(values: Mapping[str, float]) -> ControlSettings:
-    """The controller's settings: defaults, overridden by a config's ``control:`` block (its
-    keys and types were checked against ControlSettings when the file was loaded)."""
-    overrides: dict[str, Any] = dict(values)
-    return dataclasses.replace(ControlSettings(), **overrides)
-
-
-def open_station_hardware(config: StationConfig) -> Hardware:
-    """Open the backend named by the config's ``hardware:`` URL for this station's ports."""
-    return registry.open_hardware(
-        config.hardware_url,
-        port_ids=[p.id for p in config.site.ports],
-        evs=config.sim_evs,
-        voltage_v=[p.voltage_v for p in config.site.ports],
+def backend_context(config: StationConfig, clock: StationClock | None = None) -> BackendContext:
+    """What the config's hardware backend opens with: this station's ports and what the config
+    says of them, and the backend's own section (``sim:``) handed back as it was read."""
+    return BackendContext(
+        port_ids=config.port_ids,
+        voltage_v=tuple(p.voltage_v for p in config.site.ports),
         jumper=config.jumper,
         # A board backend checks that it cannot lose sight of a contactor for longer than
         # the port machine takes to call a disagreement a weld.
         weld_detect_s=config.port_config.weld_detect_s,
+        section=config.hardware_section,
+        clock=clock,
     )
+
+
+def open_station_hardware(config: StationConfig, clock: StationClock | None = None) -> Hardware:
+    """Open the backend named by the config's ``hardware:`` URL for this station's ports."""
+    return registry.open_hardware(config.hardware_url, backend_context(config, clock))
 
 
 def build_station(
@@ -45,14 +39,16 @@ def build_station(
 ) -> Station:
     """A ready station: the given hardware, or the one the config names. ``clock`` is the
     real-time runner's (meters with polling tasks stamp their readings with it)."""
-    hw = hardware if hardware is not None else open_station_hardware(config)
     clock = clock if clock is not None else StationClock()
+    hw = hardware if hardware is not None else open_station_hardware(config, clock)
     meters: list[Meter] = []
     for url, port_hw in zip(config.meter_urls, hw.ports, strict=True):
         meters.append(
-            port_hw.meter if url == BUILTIN_METER else registry.open_meter(url, clock=clock)
+            port_hw.meter
+            if url == registry.BUILTIN_METER
+            else registry.open_meter(url, clock=clock)
         )
-    controller = Controller(LimitTree.from_spec(config.site), control_settings(config.control))
+    controller = Controller(LimitTree.from_spec(config.site), config.control)
     allocator: Allocator = controller
     link = None
     if config.link is not None:
@@ -87,15 +83,10 @@ def build_station(
         meters=meters,
     )
     station.clock = clock
-    spec = config.sim_meter_server
-    if spec is not None:
-        # The simulated ports' meters served over Modbus TCP (``sim: meter_server:``), first
-        # among the services so it listens before the station's Modbus meters poll it.
-        from hal.modbus.simfeed import SimMeterFeed
-
-        builtin = [port_hw.meter for port_hw in hw.ports]
-        feed = SimMeterFeed(builtin, spec.model, host=spec.host, port=spec.port)
-        station.services.insert(0, feed)
+    # The backend's own background work (the sim bus's meter server) first among the
+    # services, so that it listens before the station's meters poll it.
+    backend_services: Sequence[Service] = getattr(hw, "services", ())
+    station.services[:0] = backend_services
     if config.link is not None and link is not None:
         from firmware.link.mqtt import BrokerSettings, StationMqttLink
 

@@ -19,7 +19,7 @@ from controller.model import Decision, PortObservation, SiteSpec
 from firmware import port as pm
 from firmware.portstate import PortRecord, record_of, restore
 from hal.clock import StationClock
-from hal.interfaces import Hardware, Meter, MeterReading, PortHardware, Service
+from hal.interfaces import Hardware, Meter, MeterReading, PortHardware, Service, leave_safe
 from hal.pilot import PilotError, PilotState, diode_ok, state_from_high_voltage
 
 
@@ -197,9 +197,8 @@ class Station:
 
     async def shutdown(self) -> None:
         """Leave every port safe and release the hardware."""
-        for hw in self._hw.values():
-            hw.pilot.steady()
-            hw.contactor.command(False)
+        # Here as well as in the backend's stop(): safe even if a backend's stop() is not.
+        leave_safe(self._hw.values())
         await self.hardware.stop()
 
     # --- internals ------------------------------------------------------------------

@@ -9,9 +9,11 @@ and in virtual time against the simulated pilot bus.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from hal.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +151,10 @@ class Hardware(Protocol):
 
     Optional: a backend that hears of input changes as they happen (a board's unsolicited
     pilot event) may have a settable ``on_input_change`` callback attribute; the real-time
-    runner sets it to tick at once instead of at the next period.
+    runner sets it to tick at once instead of at the next period. A backend with background
+    work of its own beside its ports (the sim backend's meter server) may have a ``services``
+    sequence of ``Service``: the station starts them first, before its meters poll, and stops
+    them last.
     """
 
     @property
@@ -162,7 +167,7 @@ class Hardware(Protocol):
         """Open devices and start background tasks."""
 
     async def stop(self) -> None:
-        """Leave every port safe (PWM off, contactors open) and release devices."""
+        """Leave every port safe (``leave_safe``) and release devices."""
 
     def advance(self, now: float) -> None:
         """Bring the hardware's state up to station time ``now``."""
@@ -170,3 +175,45 @@ class Hardware(Protocol):
     def next_change(self, now: float) -> float | None:
         """The next time after ``now`` the hardware changes by itself, or None."""
         ...
+
+
+def leave_safe(ports: Iterable[PortHardware]) -> None:
+    """Every port safe: PWM off (steady +12 V) and its contactor open.
+
+    What a station leaves behind when it stops, whatever the backend (``Station.shutdown``,
+    every backend's ``Hardware.stop``). PWM off first, then open: a vehicle (or a board) sees
+    its offer end no later than its contactor opens.
+    """
+    for port in ports:
+        port.pilot.steady()
+        port.contactor.command(False)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendContext:
+    """What a hardware backend opens with (``hal.registry.open_hardware``): the station's side.
+
+    ``port_ids``: the station's ports in order (a board's wire port i is the i-th).
+    ``voltage_v``: each port's voltage, for the power and energy a backend computes from its
+    currents. ``jumper``: the Power Sharing jumper as configured (a board reports it until its
+    own sense input has spoken; ``sim://?jumper=`` overrides it to simulate a miswired
+    station). ``weld_detect_s``: the port machine's weld detection time, which a board checks
+    it cannot lose sight of a contactor for longer than; None: the backend's own default.
+    ``section``: the backend's own section of the station file (``sim:``) as its parser
+    returned it (``hal.registry.parse_section``), None without one. ``clock``: the station
+    clock of a real-time run, for stamping what arrives in the background (``hal.clock``);
+    None in virtual time, where a backend is told the time.
+    """
+
+    port_ids: tuple[str, ...]
+    voltage_v: tuple[float, ...]
+    jumper: bool = False
+    weld_detect_s: float | None = None
+    section: object = None
+    clock: Clock | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.voltage_v) != len(self.port_ids):
+            raise ValueError(
+                f"{len(self.port_ids)} ports but {len(self.voltage_v)} voltages: one per port"
+            )

@@ -16,8 +16,12 @@ import math
 __all__ = [
     "DIGITAL_DUTY_PCT",
     "DUTY_RESOLUTION_PCT",
+    "DUTY_STEPS_PER_PCT",
+    "EV_RESPONSE_S",
     "MAX_A",
+    "MAX_DUTY_PCT",
     "MIN_A",
+    "MIN_DUTY_PCT",
     "DutyClass",
     "PilotError",
     "PilotState",
@@ -56,12 +60,18 @@ class DutyClass(enum.Enum):
 
 # The pilot PWM generator sets the duty in steps of 0.1 % (our pilot hardware, not a standard).
 DUTY_RESOLUTION_PCT = 0.1
-_STEPS_PER_PCT = 10  # 1 / DUTY_RESOLUTION_PCT, as an exact integer
+# 1 / DUTY_RESOLUTION_PCT, as an exact integer: a duty as a whole number of steps is
+# round(duty_pct * DUTY_STEPS_PER_PCT) (the serial board's wire unit, docs/serial-protocol.md).
+DUTY_STEPS_PER_PCT = 10
 
 # --- Currents an EVSE may advertise (IEC 61851-1:2017 Table A.7; SAE J1772 §5.3) -----------
 
 MIN_A = 6.0  # IEC 61851-1:2017 Table A.7: lowest advertisable current, 6 A = 10 % duty
 MAX_A = 80.0  # IEC 61851-1:2017 Table A.7: highest advertisable current, 80 A = 96 % duty
+# How long a vehicle may take to follow a changed offer (SAE J1772: within 5 s of a change of
+# the duty cycle). Every rule built on it (the safe-offer window, the fallback rise delay, the
+# simulator's compliance line) takes it from here.
+EV_RESPONSE_S = 5.0
 _LOW_RANGE_MAX_A = 51.0  # IEC 61851-1:2017 Table A.7: duty = A / 0.6 up to 51 A (85 %)
 _LOW_FACTOR_A_PER_PCT = 0.6  # IEC 61851-1:2017 Tables A.7/A.8: A = duty % × 0.6
 _HIGH_FACTOR_A_PER_PCT = 2.5  # IEC 61851-1:2017 Tables A.7/A.8: A = (duty % − 64) × 2.5
@@ -77,12 +87,12 @@ _LOW_MIN_PCT = 10.0  # IEC 61851-1:2017 Table A.8: 10 % <= duty <= 85 % -> duty 
 _LOW_MAX_PCT = 85.0  # IEC 61851-1:2017 Table A.8: 10 % <= duty <= 85 % -> duty × 0.6
 _HIGH_MAX_PCT = 96.0  # IEC 61851-1:2017 Table A.8: 85 % < duty <= 96 % -> (duty − 64) × 2.5
 _MAX_80A_PCT = 97.0  # IEC 61851-1:2017 Table A.8: 96 % < duty <= 97 % -> 80 A
-_MIN_DUTY_PCT = 0.0  # a duty is a percentage of the period
-_MAX_DUTY_PCT = 100.0  # a duty is a percentage of the period
+MIN_DUTY_PCT = 0.0  # a duty is a percentage of the period
+MAX_DUTY_PCT = 100.0  # a duty is a percentage of the period (100 % = steady, no PWM)
 
-# --- Pilot voltages (SAE J1772 Table 3, as in DESIGN.md: nominal +-1 V) --------------------
+# --- Pilot voltages (SAE J1772 Table 3, as in docs/design.md: nominal +-1 V) ---------------
 
-_BAND_HALF_WIDTH_V = 1.0  # SAE J1772 Table 3 (DESIGN.md): each state is its nominal +-1 V
+_BAND_HALF_WIDTH_V = 1.0  # SAE J1772 Table 3 (docs/design.md): each state is its nominal +-1 V
 _STATE_NOMINAL_V: tuple[tuple[PilotState, float], ...] = (
     (PilotState.A, 12.0),  # SAE J1772 Table 3: state A, +12 V
     (PilotState.B, 9.0),  # SAE J1772 Table 3: state B, +9 V
@@ -95,10 +105,10 @@ _DIODE_LOW_NOMINAL_V = -12.0  # SAE J1772 Table 3: negative plateau with the EV'
 
 
 def _check_duty(duty_pct: float) -> None:
-    if not _MIN_DUTY_PCT <= duty_pct <= _MAX_DUTY_PCT:  # also rejects NaN
+    if not MIN_DUTY_PCT <= duty_pct <= MAX_DUTY_PCT:  # also rejects NaN
         raise PilotError(
             f"pilot duty {duty_pct!r} % is outside the allowed range "
-            f"{_MIN_DUTY_PCT:g}..{_MAX_DUTY_PCT:g} %"
+            f"{MIN_DUTY_PCT:g}..{MAX_DUTY_PCT:g} %"
         )
 
 
@@ -158,7 +168,7 @@ def duty_to_amps(duty_pct: float) -> float:
 
 def _step_amps(step: int) -> float:
     """What the EV reads from a duty of ``step`` hardware steps."""
-    return duty_to_amps(step / _STEPS_PER_PCT)
+    return duty_to_amps(step / DUTY_STEPS_PER_PCT)
 
 
 def amps_to_duty(amps: float) -> float:
@@ -190,9 +200,9 @@ def amps_to_duty(amps: float) -> float:
         duty = amps / _LOW_FACTOR_A_PER_PCT
     else:
         duty = amps / _HIGH_FACTOR_A_PER_PCT + _HIGH_OFFSET_PCT
-    lowest = round(_LOW_MIN_PCT * _STEPS_PER_PCT)
-    highest = round(_HIGH_MAX_PCT * _STEPS_PER_PCT)
-    step = min(max(math.floor(duty * _STEPS_PER_PCT), lowest), highest)
+    lowest = round(_LOW_MIN_PCT * DUTY_STEPS_PER_PCT)
+    highest = round(_HIGH_MAX_PCT * DUTY_STEPS_PER_PCT)
+    step = min(max(math.floor(duty * DUTY_STEPS_PER_PCT), lowest), highest)
     # The formula is only an estimate on the grid (float rounding, the 51..52.75 A gap): settle
     # on the highest step the EV reads as no more than `amps`. duty_to_amps is non-decreasing
     # over 10..96 %, so this search is exact and the result is monotonic in `amps`.
@@ -200,7 +210,7 @@ def amps_to_duty(amps: float) -> float:
         step += 1
     while step > lowest and _step_amps(step) > amps:
         step -= 1
-    return step / _STEPS_PER_PCT
+    return step / DUTY_STEPS_PER_PCT
 
 
 def state_from_high_voltage(volts: float) -> PilotState:

@@ -437,7 +437,7 @@ _SNIPPETS: tuple[tuple[str, Target, str, str], ...] = (
         "station",
         "top",
         "control",
-        "{rotation_period_s: 15m, low_fraction: 0.15, resume_margin_a: 1}",
+        "{rotation: {period_s: 15m, resume_margin_a: 1}, demand: {low_fraction: 0.15}}",
     ),
     (
         "station",
@@ -478,7 +478,7 @@ _SNIPPETS: tuple[tuple[str, Target, str, str], ...] = (
         "[{at: 10m, fault: {port: '1', kind: gfci, clear: true}}, {at: 20m, site_load_kw: 12},"
         " {at: 30m, link: down, station: st1}, {at: 40m, coordinator: restart}]",
     ),
-    ("scenario", "top", "control", "{rotation_period_s: 900, low_fraction: 0.1}"),
+    ("scenario", "top", "control", "{rotation: {period_s: 900}, demand: {low_fraction: 0.1}}"),
     ("scenario", "top", "seed", "7"),
     ("scenario station", "ev", "leave", "1h"),
     ("scenario station", "ev", "phases", "3"),

@@ -15,9 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from controller.core import ControlSettings
 from controller.model import Phases, Policy
 from firmware.config import (
     ConfigError,
+    StationConfig,
     load_site,
     load_state,
     load_station,
@@ -25,10 +27,17 @@ from firmware.config import (
 )
 from firmware.models import MODELS
 from firmware.port import PortConfig
+from hal.sim.config import SimSection
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "config"
 SITE_OK = FIXTURES / "site-ok.yaml"
+
+
+def _sim(config: StationConfig) -> SimSection:
+    """The station's ``sim:`` section, as the sim backend read it."""
+    assert isinstance(config.hardware_section, SimSection)
+    return config.hardware_section
 
 
 def _expectation(path: Path) -> tuple[int, str, str]:
@@ -85,9 +94,9 @@ def test_ct4000_jumper_is_one_40a_feed() -> None:
     assert [p.cap_a for p in config.site.ports] == [30.0, 30.0]
     assert [p.min_a for p in config.site.ports] == [8.0, 8.0]
     assert config.site.policy is Policy.EQUAL
-    assert config.hardware_url == "sim://" and config.meter_urls == ("sim://", "sim://")
+    assert config.hardware_url == "sim://" and config.meter_urls == ("builtin", "builtin")
     assert config.port_config == PortConfig()
-    assert config.control == {} and config.sim_evs == ()
+    assert config.control == ControlSettings() and config.hardware_section is None
 
 
 def test_no_jumper_configs_have_a_breaker_per_port() -> None:
@@ -105,7 +114,7 @@ def test_no_jumper_configs_have_a_breaker_per_port() -> None:
 
 def test_demo_has_two_evs_arriving_2s_and_20s() -> None:
     config = load_station(str(ROOT / "configs" / "demo-jumper.yaml"))
-    first, second = config.sim_evs
+    first, second = _sim(config).evs
     assert (first.port, first.arrive_s) == ("1", 2.0)
     assert second.port == "2" and 15 <= second.arrive_s <= 25
     assert first.leave_s == 180.0
@@ -218,13 +227,13 @@ def test_station_options_are_read(tmp_path: Path) -> None:
                 tmp_path,
                 "hardware: serial:///dev/ttyAMA0\nloop_period_s: 20ms\npolicy: fcfs\n"
                 "port_machine: {gfci_retry_delay_s: 15m, gfci_max_retries: 2, overdraw_s: 7}\n"
-                "control: {probe_interval_s: 5m, low_margin_a: 1, wake_attempts: 2}\n",
+                "control: {demand: {probe_interval_s: 5m, low_margin_a: 1}, wake: {attempts: 2}}\n",
             )
         )
     )
     port2 = config.site.ports[1]
     assert port2.cap_a == 24 and port2.fallback_a == 16
-    assert config.meter_url("2").startswith("modbus-tcp://") and config.meter_url("1") == "sim://"
+    assert config.meter_url("2").startswith("modbus-tcp://") and config.meter_url("1") == "builtin"
     assert config.hardware_url == "serial:///dev/ttyAMA0"
     assert config.loop_period_s == pytest.approx(0.02)
     assert config.site.policy is Policy.FCFS
@@ -232,8 +241,9 @@ def test_station_options_are_read(tmp_path: Path) -> None:
     assert config.port_config.gfci_max_retries == 2
     assert config.port_config.overdraw_s == 7.0
     assert config.station_model is MODELS["ct4000"]
-    assert config.control == {"probe_interval_s": 300.0, "low_margin_a": 1.0, "wake_attempts": 2}
-    assert isinstance(config.control["wake_attempts"], int)
+    assert config.control.demand.probe_interval_s == 300.0
+    assert config.control.demand.low_margin_a == 1.0
+    assert config.control.wake.attempts == 2 and isinstance(config.control.wake.attempts, int)
 
 
 def test_port_machine_keys_follow_portconfig_fields(tmp_path: Path) -> None:
@@ -245,29 +255,6 @@ def test_port_machine_keys_follow_portconfig_fields(tmp_path: Path) -> None:
     config = load_station(str(_station(tmp_path, "port_machine:\n" + settings)))
     for f in dataclasses.fields(PortConfig):
         assert getattr(config.port_config, f.name) in (1, 1.5)
-
-
-def test_control_block_passes_numbers_through(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import firmware.config as config_module
-
-    # Without the controller's ControlSettings (or with it), numbers pass through as floats.
-    monkeypatch.setattr(config_module, "_control_fields", lambda: None)
-    config = load_station(str(_station(tmp_path, "control: {a_s: 1m, b: 3}\n")))
-    assert config.control == {"a_s": 60.0, "b": 3.0}
-
-
-def test_control_keys_are_checked_when_controlsettings_exists(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import firmware.config as config_module
-
-    monkeypatch.setattr(config_module, "_control_fields", lambda: {"probe_s": float})
-    with pytest.raises(ConfigError) as caught:
-        load_station(str(_station(tmp_path, "control:\n  prob_s: 3\n")))
-    assert (caught.value.line, caught.value.field) == (10, "control.prob_s")
-    assert "allowed: probe_s" in caught.value.message
 
 
 def test_sim_evs_are_read_with_durations(tmp_path: Path) -> None:
@@ -284,7 +271,7 @@ def test_sim_evs_are_read_with_durations(tmp_path: Path) -> None:
             )
         )
     )
-    first, second, third = config.sim_evs
+    first, second, third = _sim(config).evs
     assert (first.arrive_s, first.leave_s, first.wakes, first.overdraw_a) == (
         30.0,
         5400.0,
@@ -293,6 +280,33 @@ def test_sim_evs_are_read_with_durations(tmp_path: Path) -> None:
     )
     assert (second.port, second.arrive_s, second.leave_s) == ("1", 5400.0, None)
     assert third.port == "2"
+
+
+def test_the_hardwares_own_meter_is_builtin_and_sim_is_no_meter(tmp_path: Path) -> None:
+    base = BASE.replace('{id: "1", group: feed}', '{id: "1", group: feed, meter: builtin}')
+    config = load_station(str(_station(tmp_path, base=base)))
+    assert config.meter_url("1") == "builtin"
+    # sim:// used to double as "the hardware's own meter"; it is the simulated hardware.
+    with pytest.raises(ConfigError) as caught:
+        load_station(str(_station(tmp_path, base=base.replace("meter: builtin", "meter: sim://"))))
+    error = caught.value
+    assert (error.line, error.field) == (7, "ports[1].meter")
+    assert error.message == (
+        "'sim://' names hardware, not a meter: write builtin for the meter that comes with "
+        "the hardware"
+    )
+    with pytest.raises(ConfigError, match="neither builtin nor a meter URL"):
+        load_station(str(_station(tmp_path, base=base.replace("meter: builtin", "meter: ct"))))
+
+
+def test_a_sim_section_needs_sim_hardware(tmp_path: Path) -> None:
+    extra = "hardware: serial:///dev/ttyAMA0\nsim:\n  evs: [{port: 1}]\n"
+    with pytest.raises(ConfigError) as caught:
+        load_station(str(_station(tmp_path, extra)))
+    assert caught.value.field == "sim"
+    assert caught.value.message.startswith(
+        "configures the sim:// backend, but this station's hardware is serial:///dev/ttyAMA0"
+    )
 
 
 def test_jumper_defaults_to_false(tmp_path: Path) -> None:
@@ -474,17 +488,20 @@ def test_config_error_is_one_line() -> None:
     assert str(ConfigError("a.yaml", None, "", "cannot read")) == "a.yaml: cannot read"
 
 
-def test_control_keys_are_controlsettings_fields(tmp_path: Path) -> None:
-    # The station builds ControlSettings(**config.control): a typo must be a ConfigError with
+def test_control_is_controlsettings_nested_as_it_is(tmp_path: Path) -> None:
+    # A typo, a nested key at the top, or a value the settings refuse is a ConfigError with
     # a line, not a TypeError at start-up.
-    from controller.core import ControlSettings
-
-    names = [f.name for f in dataclasses.fields(ControlSettings)]
     with pytest.raises(ConfigError, match="unknown key") as caught:
         load_station(str(_station(tmp_path, "control: {no_such_setting: 1}\n")))
-    assert names[0] in caught.value.message
-    config = load_station(str(_station(tmp_path, "control: {" + names[0] + ": 1}\n")))
-    assert ControlSettings(**config.control) is not None  # type: ignore[arg-type]
+    assert "demand" in caught.value.message and "offer_window_s" in caught.value.message
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_station(str(_station(tmp_path, "control: {low_window_s: 1}\n")))
+    with pytest.raises(ConfigError, match="near_a") as refused:
+        load_station(str(_station(tmp_path, "control:\n  demand: {near_a: 2, headroom_a: 1}\n")))
+    assert refused.value.field == "control.demand"
+    config = load_station(str(_station(tmp_path, "control: {rotation: {period_s: 5m}}\n")))
+    assert config.control.rotation.period_s == 300.0
+    assert config.control.demand == ControlSettings().demand
 
 
 # ---- what the loader accepts, the limit tree accepts -------------------------------------------

@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.core import Controller, ControlSettings
+from controller.demand import DemandSettings
 from controller.limits import LimitTree
 from controller.model import Decision, GroupSpec, Phases, PortObservation, PortSpec, SiteSpec
+from controller.rotation import RotationSettings, WakeSettings
 
 EPS = 1e-6
 DEFAULTS = ControlSettings()
@@ -249,11 +251,11 @@ def test_jumper_one_drawing_10_a_the_other_rises_after_the_demand_window() -> No
     assert at(run, 59).offers == {"1": 16.0, "2": 16.0}
     d = at(run, 70)
     # Lowered to its draw plus the headroom (11 A); the rest goes to the other: 32 - 11 = 21.
-    assert d.offers["2"] == 10.0 + cfg.lowered_headroom_a
-    assert d.offers["1"] == 32.0 - 10.0 - cfg.lowered_headroom_a
+    assert d.offers["2"] == 10.0 + cfg.demand.headroom_a
+    assert d.offers["1"] == 32.0 - 10.0 - cfg.demand.headroom_a
     assert d.binding["2"] == "demand"
     # With a smaller headroom the other gets nearer the guide's 22 A (32 - 10).
-    tight = ControlSettings(lowered_headroom_a=0.5, probe_near_a=0.25)
+    tight = ControlSettings(demand=DemandSettings(headroom_a=0.5, near_a=0.25))
     run = simulate(jumper(), [Event(0, "plug", "1", 32), Event(0, "plug", "2", 10)], 200, tight)
     assert at(run, 70).offers["1"] == 21.5
 
@@ -298,7 +300,7 @@ def test_twelve_evs_on_an_80_a_circuit_rotate_and_even_out() -> None:
     tree = circuit(12)
     events = [Event(i * 1.0, "plug", f"p{i:02d}", 32, lag=1.0 + (i % 4)) for i in range(12)]
     periods = 6  # 12 vehicles, 2 waiting per period: everybody waits once in 6 periods
-    until = 12.0 + periods * cfg.rotation_period_s
+    until = 12.0 + periods * cfg.rotation.period_s
     run = simulate(tree, events, until, cfg)
     d = at(run, 100)
     charging = [p for p, a in d.offers.items() if a > 0]
@@ -427,7 +429,7 @@ def test_vehicle_that_never_goes_to_c_gets_wake_ups_then_not_responding() -> Non
 
 
 def test_paused_vehicle_that_does_not_wake_is_given_up_and_retried() -> None:
-    cfg = ControlSettings(rotation_period_s=300.0)
+    cfg = ControlSettings(rotation=RotationSettings(period_s=300.0))
     tree = circuit(3, breaker_a=20, max_a=16)  # 16 A: two of three at 8 A
     events = [Event(0, "plug", f"p{i:02d}", 16) for i in range(3)] + [Event(1, "nowake", "p00")]
     run = simulate(tree, events, 3300, cfg)
@@ -439,7 +441,7 @@ def test_paused_vehicle_that_does_not_wake_is_given_up_and_retried() -> None:
     assert d.binding["p00"] == "not-responding"
     assert d.offers["p01"] == 8.0 and d.offers["p02"] == 8.0  # its turn went to the others
     # Retried after 30 min, without pushing a charging vehicle out: it waits for its turn.
-    retry = cfg.not_responding_retry_s
+    retry = cfg.wake.retry_s
     d = at(run, 1031 + retry + 10)
     assert d.binding["p00"] == "paused"
     assert d.offers["p01"] == 8.0 and d.offers["p02"] == 8.0
@@ -489,7 +491,7 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ValueError):
         ControlSettings(offer_window_s=-1.0)
     with pytest.raises(ValueError):
-        ControlSettings(lowered_headroom_a=1.0, probe_near_a=2.0)
+        ControlSettings(demand=DemandSettings(headroom_a=1.0, near_a=2.0))
 
 
 # --- next_deadline ----------------------------------------------------------------------
@@ -498,7 +500,9 @@ def test_settings_are_checked() -> None:
 def test_skipping_to_next_deadline_never_misses_a_decision() -> None:
     """A controller ticked every second and one ticked only at changes and deadlines decide
     the same: observations are fixed between changes, all timers are whole seconds."""
-    cfg = ControlSettings(rotation_period_s=120.0, probe_interval_s=200.0)
+    cfg = ControlSettings(
+        rotation=RotationSettings(period_s=120.0), demand=DemandSettings(probe_interval_s=200.0)
+    )
     first = {
         "p00": PortObservation(True, True, 10.0, 0.0),  # drawing under its offer
         "p01": PortObservation(True, True, None, 0.0),  # stale meter
@@ -572,14 +576,9 @@ def test_next_deadline_is_exact_for_any_fixed_observations(
     script: dict[float, tuple[dict[str, PortObservation], bool]],
 ) -> None:
     cfg = ControlSettings(
-        rotation_period_s=60.0,
-        resume_hold_s=7.0,
-        low_window_s=11.0,
-        probe_interval_s=43.0,
-        finished_window_s=23.0,
-        wake_timeout_s=13.0,
-        wake_off_s=2.0,
-        not_responding_retry_s=97.0,
+        rotation=RotationSettings(period_s=60.0, resume_hold_s=7.0),
+        demand=DemandSettings(low_window_s=11.0, probe_interval_s=43.0, finished_window_s=23.0),
+        wake=WakeSettings(timeout_s=13.0, off_s=2.0, retry_s=97.0),
     )
     _fine_and_coarse(circuit(5, breaker_a=40), cfg, script, 500.0)
 
@@ -589,14 +588,9 @@ def test_next_deadline_is_exact_for_any_fixed_observations(
 # Timers scaled down so a few minutes exercise every rule (the invariant does not depend on
 # their values); the offer window stays 5 s, as the vehicles' lag is bounded by it.
 FAST = ControlSettings(
-    rotation_period_s=30.0,
-    resume_hold_s=5.0,
-    low_window_s=6.0,
-    probe_interval_s=40.0,
-    finished_window_s=12.0,
-    wake_timeout_s=5.0,
-    wake_off_s=1.0,
-    not_responding_retry_s=60.0,
+    rotation=RotationSettings(period_s=30.0, resume_hold_s=5.0),
+    demand=DemandSettings(low_window_s=6.0, probe_interval_s=40.0, finished_window_s=12.0),
+    wake=WakeSettings(timeout_s=5.0, off_s=1.0, retry_s=60.0),
 )
 
 TREES = {"jumper": jumper, "circuit": lambda: circuit(6, breaker_a=40), "panel": panel}

@@ -7,6 +7,8 @@ from __future__ import annotations
 import itertools
 import math
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -196,7 +198,7 @@ def test_misaligned_registers_are_refused(tmp_path: Path) -> None:
         (("watts: 0x000C", "watts: 0xFFFF"), "runs past register 0xFFFF"),
         (("phases: 1", "phases: 3"), "amps_l2 is missing"),
         (("source: a test\n", ""), "source: missing"),
-        (("model: test", "model: [a"), "not valid YAML"),
+        (("model: test", "model: [a"), "malformed YAML"),
     ],
 )
 def test_bad_maps_are_refused_clearly(tmp_path: Path, change: tuple[str, str], expect: str) -> None:
@@ -330,3 +332,87 @@ def test_invalid_markers_are_stored_as_their_type_decodes_them(tmp_path: Path) -
     q = by["watts"]
     block = Block("input", q.address, q.words, (q,))
     assert codec.decode(block, codec.encode(block, {"watts": None}))["watts"] is None
+
+
+# ---- hostile map files: the config reader's bounds protect maps too ---------------------
+
+# (file bytes, the line the refusal names, what it says). Each was a traceback before maps
+# were read by hal.yamlnodes: RecursionError, UnicodeDecodeError, ValueError from int().
+HOSTILE = {
+    "deep": (b"model: " + b"[" * 5000 + b"]" * 5000 + b"\n", 1, "nested more than 64 levels"),
+    "not utf-8": (GOOD.replace("a test", "a t\xe9st").encode("latin-1"), 2, "is not UTF-8"),
+    "lying tag": (GOOD.replace("phases: 1", "phases: !!int three").encode(), 3, "'three' is not"),
+}
+
+
+def _hostile(tmp_path: Path, kind: str) -> tuple[str, int, str]:
+    data, line, says = HOSTILE[kind]
+    path = tmp_path / "hostile.yaml"
+    path.write_bytes(data)
+    return str(path), line, says
+
+
+def _refusal_of(path: str) -> str:
+    with pytest.raises(MapError) as info:
+        load_map(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_hostile_map_is_refused_with_its_line(tmp_path: Path, kind: str) -> None:
+    path, line, says = _hostile(tmp_path, kind)
+    message = _refusal_of(path)
+    assert message.startswith(f"{path}:{line}: ") and says in message, message
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_hostile_map_named_by_a_sim_meter_server_is_a_config_error(
+    tmp_path: Path, kind: str
+) -> None:
+    from firmware.config import ConfigError, load_station
+
+    path, line, says = _hostile(tmp_path, kind)
+    station = tmp_path / "station.yaml"
+    station.write_text(
+        "station: s\nmodel: ct4000\njumper: true\ngroups: [{id: feed, breaker_a: 40}]\n"
+        'ports: [{id: "1", group: feed}, {id: "2", group: feed}]\n'
+        f"sim:\n  meter_server: {{model: {path}}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_station(str(station))
+    error = info.value
+    assert (error.line, error.field) == (7, "sim.meter_server.model")
+    assert error.message.startswith(f"{path}:{line}: ") and says in error.message, str(error)
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_a_hostile_map_named_by_a_meter_url_is_refused_with_its_line(
+    tmp_path: Path, kind: str
+) -> None:
+    from hal.registry import BackendError, open_meter
+
+    path, line, says = _hostile(tmp_path, kind)
+    with pytest.raises(BackendError) as info:
+        open_meter(f"modbus-tcp://127.0.0.1:1502?unit=1&model={path}")
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}: ") and says in message, message
+
+
+def test_ampshare_run_with_a_hostile_map_in_a_meter_url_is_one_line(tmp_path: Path) -> None:
+    path, line, _ = _hostile(tmp_path, "deep")
+    station = tmp_path / "station.yaml"
+    station.write_text(
+        "station: s\nmodel: ct4000\njumper: true\ngroups: [{id: feed, breaker_a: 40}]\n"
+        'ports: [{id: "1", group: feed, meter: "modbus-tcp://127.0.0.1:1502?unit=1&model='
+        f'{path}"}}, {{id: "2", group: feed}}]\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "run", "--config", str(station), "--for", "1s"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert f"{path}:{line}: malformed YAML: nested more than 64 levels deep" in proc.stderr

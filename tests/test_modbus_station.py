@@ -23,6 +23,7 @@ from firmware.station import Snapshot, Station
 from hal.clock import StationClock
 from hal.modbus.meter import ModbusMeter
 from hal.modbus.simfeed import SimMeterFeed
+from hal.sim.config import SimSection
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEED = 10.0
@@ -47,7 +48,7 @@ ports:
   - {{id: "1", group: feed, meter: "{meter}&unit=1"}}
   - {{id: "2", group: feed, meter: "{meter}&unit=2"}}
 control:
-  low_window_s: 8
+  demand: {{low_window_s: 8}}
 sim:
   meter_server: {{model: sdm120, host: 127.0.0.1, port: {port}}}
   evs:
@@ -101,8 +102,9 @@ def check_breaker(snaps: list[Snapshot]) -> None:
 def test_config_serves_the_sim_meters_before_the_modbus_meters_poll(tmp_path: Path) -> None:
     port = free_port()
     config = load_station(load(tmp_path, station_yaml(port)))
-    assert config.sim_meter_server is not None
-    assert (config.sim_meter_server.model, config.sim_meter_server.port) == ("sdm120", port)
+    assert isinstance(config.hardware_section, SimSection)
+    server = config.hardware_section.meter_server
+    assert server is not None and (server.model, server.port) == ("sdm120", port)
     station = build_station(config)
     assert isinstance(station.services[0], SimMeterFeed)
     assert [type(s) for s in station.services[1:]] == [ModbusMeter, ModbusMeter]

@@ -25,6 +25,7 @@ from firmware.app import build_station
 from firmware.config import load_station
 from firmware.runner import RealtimeRunner
 from firmware.station import PortView, Station
+from hal.interfaces import BackendContext
 from hal.registry import BackendError
 from hal.serial.backend import (
     WELD_DETECT_DEFAULT_S,
@@ -57,6 +58,11 @@ async def until(cond: Callable[[], bool], what: str, timeout: float = 6.0) -> No
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def _context(port_ids: list[str], weld_detect_s: float | None = None) -> BackendContext:
+    """What a station opens its board with: these ports, at 208 V."""
+    return BackendContext(tuple(port_ids), (208.0,) * len(port_ids), weld_detect_s=weld_detect_s)
 
 
 def view(station: Station, port_id: str) -> PortView | None:
@@ -171,7 +177,7 @@ def test_url_parameters() -> None:
     ):
         with pytest.raises(BackendError):
             parse_url(bad)
-    hw = open_hardware("serial:///dev/null-board", port_ids=["1", "2"], voltage_v=[208, 208])
+    hw = open_hardware("serial:///dev/null-board", _context(["1", "2"]))
     assert len(hw.ports) == 2 and hw.next_change(0.0) is None
     assert parse_url("serial:///dev/x?weld_detect=2s").weld_detect_s == 2.0
 
@@ -267,7 +273,7 @@ def test_a_board_the_host_never_heard_validly_is_never_armed(fault: str) -> None
         board = BoardSim.on_pty(SimBus(ports, jumper=True, noise_a=0.0))
         board.silent = fault == "board never heard"
         await board.start()
-        hw = open_hardware(f"serial://{board.path}", port_ids=["1", "2"], voltage_v=208)
+        hw = open_hardware(f"serial://{board.path}", _context(["1", "2"]))
         assert isinstance(hw, SerialBoard)
         try:
             await hw.start()
@@ -316,16 +322,14 @@ def test_a_queued_heartbeat_counts_from_when_it_leaves_the_queue() -> None:
 
 
 def test_baud_rates_too_slow_for_the_heartbeat_schedule_are_refused() -> None:
-    ok = open_hardware("serial:///dev/x?baud=9600", port_ids=["1", "2"], voltage_v=208)
+    ok = open_hardware("serial:///dev/x?baud=9600", _context(["1", "2"]))
     assert ok.settings.baud == 9600  # 45 of 96 bytes per 100 ms each way
     with pytest.raises(BackendError, match=r"baud=2400 is too slow .* use baud >= 9000"):
-        open_hardware("serial:///dev/x?baud=2400", port_ids=["1", "2"], voltage_v=208)
+        open_hardware("serial:///dev/x?baud=2400", _context(["1", "2"]))
     eight = [str(i) for i in range(1, 9)]
     with pytest.raises(BackendError, match="8-port status"):
-        open_hardware("serial:///dev/x?baud=9600", port_ids=eight, voltage_v=208)
-    slow = open_hardware(
-        "serial:///dev/x?baud=9600&heartbeat=300ms&watchdog=1s", port_ids=eight, voltage_v=208
-    )
+        open_hardware("serial:///dev/x?baud=9600", _context(eight))
+    slow = open_hardware("serial:///dev/x?baud=9600&heartbeat=300ms&watchdog=1s", _context(eight))
     assert slow.settings.heartbeat_s == 0.3
 
 
@@ -353,10 +357,10 @@ def test_the_weld_window_is_checked_against_the_weld_detection_time(
 ) -> None:
     assert pm.PortConfig().weld_detect_s == WELD_DETECT_DEFAULT_S
     caplog.set_level(logging.WARNING, logger="ampshare.serial")
-    open_hardware("serial:///dev/x", port_ids=["1"], voltage_v=208)  # 0.35 s < 0.5 s
+    open_hardware("serial:///dev/x", _context(["1"]))  # 0.35 s < 0.5 s
     assert not caplog.records
-    open_hardware("serial:///dev/x?weld_detect=300ms", port_ids=["1"], voltage_v=208)
-    open_hardware("serial:///dev/x", port_ids=["1"], voltage_v=208, weld_detect_s=0.3)
+    open_hardware("serial:///dev/x?weld_detect=300ms", _context(["1"]))
+    open_hardware("serial:///dev/x", _context(["1"], weld_detect_s=0.3))
     assert len(caplog.records) == 2
     assert all("weld detection (0.3 s)" in r.getMessage() for r in caplog.records)
 

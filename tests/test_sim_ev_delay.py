@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from controller.core import ControlSettings
 from controller.model import GroupSpec, Phases, Policy, PortSpec, SiteSpec
 from firmware.port import PortConfig
 from hal.pilot import amps_to_duty
@@ -166,7 +167,7 @@ def _tapering_site_scenario(hours: float) -> Scenario:
         site=site,
         jumper=False,
         port_config=PortConfig(),
-        control={},
+        control=ControlSettings(),
         duration_s=hours * 3600.0,
         evs=evs,
         voltages={p.id: p.voltage_v for p in site.ports},

@@ -7,7 +7,7 @@ import argparse
 
 def duration(text: str) -> float:
     """A duration option (``30s``, ``5m``, ``2h`` or plain seconds) in seconds."""
-    from firmware.yamlnodes import ConfigError, parse_duration
+    from hal.yamlnodes import ConfigError, parse_duration
 
     try:
         return parse_duration(text)

@@ -66,8 +66,8 @@ def _evs(args: argparse.Namespace, port_ids: list[str]) -> tuple[Any, ...]:
     """The vehicles of ``--evs FILE`` and every ``--ev``, validated like a scenario's."""
     import yaml
 
-    from firmware.config import parse_evs
-    from firmware.yamlnodes import Value, load_document
+    from hal.sim.config import parse_evs
+    from hal.yamlnodes import Value, load_document
 
     evs: list[Any] = []
     if args.evs:
@@ -115,10 +115,10 @@ def _describe(status: Any) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from firmware.config import ConfigError
     from hal.serial.board import MIN_WATCHDOG_S, BoardSim
     from hal.serial.protocol import MAX_PORTS
     from hal.sim.bus import SimBus
+    from hal.yamlnodes import ConfigError
 
     if not 1 <= args.ports <= MAX_PORTS:
         print(f"ampshare board-sim: --ports must be 1..{MAX_PORTS}", file=sys.stderr)

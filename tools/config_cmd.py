@@ -22,6 +22,7 @@ from firmware.config import (
     site_from_value,
     station_from_value,
 )
+from hal.sim.config import SimSection
 
 EXIT_OK = 0
 EXIT_INVALID = 2
@@ -123,8 +124,9 @@ def _station_summary(config: StationConfig) -> str:
         "ports:",
         *(_port_line(port, meters[port.id]) for port in config.site.ports),
     ]
-    if config.sim_evs:
-        lines.append(f"sim: {len(config.sim_evs)} simulated EV plug-ins")
+    section = config.hardware_section
+    if isinstance(section, SimSection) and section.evs:
+        lines.append(f"sim: {len(section.evs)} simulated EV plug-ins")
     return "\n".join(lines)
 
 

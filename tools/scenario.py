@@ -1,4 +1,4 @@
-"""Scenario files (DESIGN.md "Command line"): a station or site, a duration, EVs and events.
+"""Scenario files (docs/design.md "File shapes"): a station or site, a duration, EVs, events.
 
 A site scenario may run the site as stations under a coordinator (issue 7)::
 
@@ -21,22 +21,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from controller.core import ControlSettings
 from controller.model import SiteSpec
 from controller.site import SiteConfig
-from firmware.config import (
-    ConfigError,
-    load_site_config,
-    load_station,
-    parse_evs,
-)
+from firmware.config import ConfigError, load_site_config, load_station, parse_control
 from firmware.link.coordinator import CoordinatorSettings
 from firmware.link.station_link import DEFAULT_RISE_DELAY_S, DEFAULT_TELEMETRY_PERIOD_S
 from firmware.port import PortConfig
-from firmware.yamlnodes import Value, load_document
 from hal.sim.bus import FAULT_KINDS
+from hal.sim.config import parse_evs
 from hal.sim.ev import EvSpec
+from hal.yamlnodes import Value, load_document
 
-# J1772 (DESIGN.md "The safe-offer invariant"): a compliant EV follows a lower offer in <= 5 s.
+# J1772 (docs/design.md "The safe-offer invariant"): a compliant EV follows a lower offer in
+# <= 5 s.
 COMPLIANT_RESPONSE_S = 5.0
 
 _KEYS = (
@@ -102,7 +100,7 @@ class Scenario:
     site: SiteSpec
     jumper: bool
     port_config: PortConfig
-    control: Mapping[str, float]
+    control: ControlSettings
     duration_s: float
     evs: tuple[EvSpec, ...]
     events: tuple[Event, ...] = ()
@@ -137,7 +135,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     station_v, site_v = top.get("station"), top.get("site")
     if (station_v is None) == (site_v is None):
         doc.fail("name exactly one of station: or site:", "station")
-    control: dict[str, float] = {}
+    control = ControlSettings()
     if station_v is not None:
         target = _relative(doc, station_v)
         try:
@@ -146,7 +144,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
             # Say which scenario line led here, and keep the station file's own location.
             station_v.fail(f"cannot use the station file: {exc}")
         site, jumper, port_config = station.site, station.jumper, station.port_config
-        control.update(station.control)
+        control = station.control
         station_id: str | None = station.id
         site_config: SiteConfig | None = None
     else:
@@ -180,11 +178,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         _check_events(ev_v, events, site_config, coordinator is not None)
     control_v = top.get("control")
     if control_v is not None:
-        fields = control_v.mapping(None)
-        for key in fields:
-            entry = fields.get(key)
-            if entry is not None:
-                control[key] = entry.number()
+        control = parse_control(control_v, control)
     seed_v = top.get("seed")
     name_v, desc_v = top.get("name"), top.get("description")
     return Scenario(

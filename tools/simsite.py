@@ -23,7 +23,6 @@ from typing import Any
 from controller.core import Controller
 from controller.limits import LimitTree
 from controller.site import SiteConfig, SiteMeterSpec
-from firmware.app import control_settings
 from firmware.link import topics
 from firmware.link.auth import Keyring
 from firmware.link.coordinator import CoordinatorCore
@@ -85,7 +84,7 @@ class _Site:
                 rise_delay_s=spec.settings.rise_delay_s,
                 keyring=self.keyring,
             )
-            controller = Controller(LimitTree.from_spec(local), control_settings(scenario.control))
+            controller = Controller(LimitTree.from_spec(local), scenario.control)
             self.links[sid] = link
             self.stations[sid] = Station(
                 local,

@@ -33,7 +33,6 @@ from typing import Any
 from controller.core import Controller
 from controller.dynamic import DynamicLimits
 from controller.limits import LimitTree
-from firmware.app import control_settings
 from firmware.runner import VirtualRunner
 from firmware.station import Allocator, Snapshot, Station
 from hal.sim.bus import SimBus
@@ -57,7 +56,7 @@ ControllerFactory = Callable[[LimitTree, Scenario], Allocator]
 
 
 def product_controller(tree: LimitTree, scenario: Scenario) -> Allocator:
-    return Controller(tree, control_settings(scenario.control))
+    return Controller(tree, scenario.control)
 
 
 def build(

@@ -85,6 +85,11 @@ Time of use and site meters (their readings' staleness, the next schedule bounda
 decreases from them apply at once to what is sent; the value reported by `limits` stays at
 the old value until the bounds fit under the new one or the EV response window plus twice the
 latency margin has passed (as `Controller.set_tree` does).
+
+Size: this module is one thing, the coordinator's decision on every input and step. The
+bounds, the trust cross-check, the allocation and the sequencing of messages all read and move
+the same per-port bounds, and are only safe together; its data (settings, the per-station
+record) and the dynamic limits live in `firmware.link.coordination` and `controller.dynamic`.
 """
 
 from __future__ import annotations
@@ -94,11 +99,9 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 
-from controller.allocate import PortRequest, allocate
-from controller.core import Controller, ControlSettings
+from controller.core import Controller
 from controller.dynamic import DynamicLimits
 from controller.fallback import fallback_level
 from controller.limits import LOAD_TOLERANCE, LimitTree
@@ -106,6 +109,15 @@ from controller.model import J1772_MIN_A, PortObservation
 from controller.sequence import floor_dA
 from controller.site import SiteConfig
 from firmware.link.auth import AuthError, Keyring, open_envelope
+from firmware.link.coordination import (
+    FLOOD_RATE,
+    SENT_MEMORY_MAX,
+    SENT_MEMORY_S,
+    CoordinatorSettings,
+    Sent,
+    StationRecord,
+    local_max,
+)
 from firmware.link.messages import (
     Limits,
     MessageError,
@@ -114,8 +126,6 @@ from firmware.link.messages import (
     encode_limits,
 )
 from firmware.link.station_link import (
-    DEFAULT_MAX_VALID_S,
-    DEFAULT_RISE_DELAY_S,
     EV_RESPONSE_S,
     FUTURE_SLACK_S,
 )
@@ -138,118 +148,9 @@ _MAX_SENT = 64
 _NEVER_S = 10 * 365 * 86400.0
 # Successive messages to one station get strictly increasing ts even within one wall tick.
 _TS_STEP = 0.001
-# A station sends telemetry every period and on changes, at most every 0.1 s
-# (firmware.link.station_link): 20 a second sustained, bursts of 50, is a flood beyond that.
-FLOOD_RATE = 20.0
-FLOOD_BURST = 50.0
 # Telemetry rounds currents to 1 mA and limits go out on the 0.1 A grid: an offer or a cap
 # above its bound by more than this is not rounding.
 UNTRUSTED_TOLERANCE_A = 0.01
-# How long the ts of each message sent to a station is remembered, to recognize its
-# acknowledgement: beyond the longest validity a station accepts, no honest station can still
-# have it in force (station_link.DEFAULT_MAX_VALID_S), plus as much again for slow telemetry.
-_SENT_MEMORY_S = 2.0 * DEFAULT_MAX_VALID_S
-_SENT_MEMORY_MAX = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class CoordinatorSettings:
-    """The coordinator's timing. Stations must use the same ``rise_delay_s`` (or longer)."""
-
-    valid_s: float = 30.0
-    publish_period_s: float = 5.0
-    # Three telemetry periods (5 s) without a word: the station is treated as possibly in
-    # fallback (long before it could rise; this only reacts earlier than the ack rule).
-    station_silent_s: float = 15.0
-    # The longest a message to a connected station takes, broker included (loopback MQTT is
-    # a few ms; the simulator's default link is 200 ms).
-    latency_margin_s: float = 1.0
-    rise_delay_s: float = DEFAULT_RISE_DELAY_S
-    # How long a fresh coordinator counts a station it has never heard from at its port
-    # maximum (a predecessor's limits may still be in force); None: valid_s + rise_delay_s +
-    # latency margin, after which every station has surely fallen back or heard from us.
-    startup_hold_s: float | None = None
-    control: ControlSettings = field(default_factory=ControlSettings)
-
-    def __post_init__(self) -> None:
-        for name in ("valid_s", "publish_period_s", "station_silent_s", "rise_delay_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0.0):
-                raise ValueError(f"{name} must be > 0 and finite, not {value}")
-        if not (math.isfinite(self.latency_margin_s) and self.latency_margin_s >= 0.0):
-            raise ValueError("latency_margin_s must be >= 0 and finite")
-        if self.valid_s > DEFAULT_MAX_VALID_S:
-            raise ValueError(
-                f"valid_s {self.valid_s:g} s is above the {DEFAULT_MAX_VALID_S:g} s a station "
-                "accepts (firmware.link.station_link)"
-            )
-        if self.valid_s < 2.0 * self.publish_period_s + self.latency_margin_s:
-            raise ValueError(
-                "valid_s must cover two publish periods and the latency margin, or stations "
-                "fall back between two regular messages"
-            )
-        # firmware.link.station_link: the stations' expiries spread over one period, one more
-        # for a lost last message, plus latency each side; the EV response comes on top.
-        need = EV_RESPONSE_S + 2.0 * self.publish_period_s + 2.0 * self.latency_margin_s
-        if self.rise_delay_s < need - 1e-9:
-            raise ValueError(
-                f"rise_delay_s {self.rise_delay_s:g} s is too short for a "
-                f"{self.publish_period_s:g} s publish period (at least {need:g} s: EV response, "
-                "two periods, latency)"
-            )
-
-    @property
-    def hold_s(self) -> float:
-        if self.startup_hold_s is not None:
-            return self.startup_hold_s
-        return self.valid_s + self.rise_delay_s + self.latency_margin_s
-
-    @property
-    def window_s(self) -> float:
-        """How long a dropped bound keeps counting after the coordinator hears of it."""
-        return EV_RESPONSE_S + self.latency_margin_s
-
-
-@dataclass(frozen=True, slots=True)
-class _Sent:
-    ts: float
-    at: float  # coordinator time it was sent
-    values: dict[str, float]
-
-
-@dataclass(slots=True)
-class _Station:
-    id: str
-    ports: tuple[str, ...]
-    sent: list[_Sent] = field(default_factory=list)  # since the acknowledged one (included)
-    acked: _Sent | None = None
-    heard_at: float | None = None
-    tel_ts: float | None = None
-    status: str | None = None
-    offline: bool = False
-    telemetry: dict[str, PortTelemetry] = field(default_factory=dict)
-    published: dict[str, float] | None = None
-    seq: int = 0
-    last_ts: float = -math.inf
-    tokens: float = FLOOD_BURST
-    tokens_at: float | None = None
-    # ts -> when, of every message sent within _SENT_MEMORY_S (oldest first): what an
-    # acknowledgement may name. first_ts: our first message to it (older ts: a predecessor's).
-    history: dict[float, float] = field(default_factory=dict)
-    first_ts: float | None = None
-    untrusted: str | None = None  # why, while it is untrusted
-    behaved_since: float | None = None  # untrusted, but consistent since then
-    force: bool = False  # send its limits at the next step (it has just (re)connected)
-
-    def take_token(self, now: float) -> bool:
-        if self.tokens_at is not None and now > self.tokens_at:
-            self.tokens = min(FLOOD_BURST, self.tokens + (now - self.tokens_at) * FLOOD_RATE)
-        if self.tokens_at is None or now > self.tokens_at:
-            self.tokens_at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
 
 
 class CoordinatorCore:
@@ -271,20 +172,20 @@ class CoordinatorCore:
         control = dataclasses.replace(
             settings.control,
             offer_window_s=settings.control.offer_window_s + settings.latency_margin_s,
-            wake_timeout_s=_NEVER_S,
+            wake=dataclasses.replace(settings.control.wake, timeout_s=_NEVER_S),
         )
         self.controller = Controller(self._base, control)
         self._inner_key: tuple[object, ...] | None = None
         self._inner_reserved: frozenset[str] = frozenset()
         self._stations = {
-            sid: _Station(sid, tuple(ports)) for sid, ports in sorted(site.stations.items())
+            sid: StationRecord(sid, tuple(ports)) for sid, ports in sorted(site.stations.items())
         }
         self._station_of = {p: s for s, ports in site.stations.items() for p in ports}
         ports = self._base.ports
         self._fallback = {pid: fallback_level(p) for pid, p in ports.items()}
         self._min = {pid: max(p.min_a, J1772_MIN_A) for pid, p in ports.items()}
         self.local_max = {
-            pid: a for sid, ps in site.stations.items() for pid, a in _local_max(self._base, ps)
+            pid: a for sid, ps in site.stations.items() for pid, a in local_max(self._base, ps)
         }
         self._struct: dict[str, float] = {}
         self._linger: dict[str, list[tuple[float, float]]] = {pid: [] for pid in ports}
@@ -428,7 +329,7 @@ class CoordinatorCore:
         if self._start is None:
             self._start = now
 
-    def _ack(self, s: _Station, ts: float, now: float) -> str | None:
+    def _ack(self, s: StationRecord, ts: float, now: float) -> str | None:
         """Take an acknowledgement; returns why it cannot be one of ours (None: it is ours,
         or an older coordinator's, which proves nothing about ours)."""
         stranger = self._stranger(s, ts, now)
@@ -443,7 +344,7 @@ class CoordinatorCore:
         # one we sent and already saw superseded: it proves nothing about our messages.
         return None
 
-    def _stranger(self, s: _Station, ts: float, now: float) -> str | None:
+    def _stranger(self, s: StationRecord, ts: float, now: float) -> str | None:
         if ts in s.history:
             return None
         newest = s.last_ts
@@ -459,7 +360,7 @@ class CoordinatorCore:
     def _check_trust(
         self,
         now: float,
-        s: _Station,
+        s: StationRecord,
         ports: Mapping[str, PortTelemetry],
         stranger: str | None,
         limits_ts: float | None,
@@ -516,7 +417,7 @@ class CoordinatorCore:
 
     # --- bounds ---------------------------------------------------------------------------
 
-    def _reason(self, s: _Station, now: float) -> str | None:
+    def _reason(self, s: StationRecord, now: float) -> str | None:
         """Why a station is reserved at its fallback levels, or None: it is sharing."""
         st = self.settings
         if s.untrusted is not None:
@@ -533,13 +434,13 @@ class CoordinatorCore:
             return "overdue"
         return None
 
-    def _overdue_at(self, s: _Station) -> float:
+    def _overdue_at(self, s: StationRecord) -> float:
         st = self.settings
         assert s.acked is not None
         lead = EV_RESPONSE_S + st.latency_margin_s
         return s.acked.at + st.valid_s + st.rise_delay_s - lead
 
-    def _structural(self, s: _Station, pid: str, reserved: bool, now: float) -> float:
+    def _structural(self, s: StationRecord, pid: str, reserved: bool, now: float) -> float:
         # Since the acknowledged one (pruned on each ack), or all of ours before any ack.
         values = [e.values[pid] for e in s.sent]
         if s.acked is None:
@@ -662,7 +563,7 @@ class CoordinatorCore:
             self._requesting[pid] = p.requesting
         return self._requesting.get(pid, p.requesting)
 
-    def _current(self, s: _Station, pid: str) -> float | None:
+    def _current(self, s: StationRecord, pid: str) -> float | None:
         """What the port was last sent; for a station never sent anything, what is certainly
         at or under its cap in every state it could be in (module docstring)."""
         if s.published is not None:
@@ -731,19 +632,19 @@ class CoordinatorCore:
                 s.seq += 1
                 s.last_ts = ts
                 s.published = values
-                s.sent.append(_Sent(ts, now, values))
+                s.sent.append(Sent(ts, now, values))
                 if s.first_ts is None:
                     s.first_ts = ts
                 s.history[ts] = now
                 while s.history and (
-                    len(s.history) > _SENT_MEMORY_MAX
-                    or next(iter(s.history.values())) < now - _SENT_MEMORY_S
+                    len(s.history) > SENT_MEMORY_MAX
+                    or next(iter(s.history.values())) < now - SENT_MEMORY_S
                 ):
                     del s.history[next(iter(s.history))]
                 if len(s.sent) > _MAX_SENT:
                     first, second = s.sent[0], s.sent[1]
                     wider = {p: max(first.values[p], second.values[p]) for p in s.ports}
-                    s.sent[0:2] = [_Sent(second.ts, second.at, wider)]
+                    s.sent[0:2] = [Sent(second.ts, second.at, wider)]
                 out.append(msg)
         return out
 
@@ -815,24 +716,3 @@ class CoordinatorCore:
             times.extend(self._dynamic.deadlines(*self._wall))
         due = [t for t in times if t is not None and t > now]
         return min(due) if due else None
-
-
-def _local_max(tree: LimitTree, ports: tuple[str, ...]) -> list[tuple[str, float]]:
-    """The most each of a station's ports can be offered by its own limits (port ratings, Power
-    Select, its feed and every breaker above it), whatever any message says: what an untrusted
-    station is reserved at.
-
-    Its ports alone at full demand, shared max-min fair: under a shared single-phase feed every
-    split of the feed loads each limit above it the same, so this is the most the station can
-    put on any of them. Ports on different phases could load one phase more with an uneven
-    split: then each port is counted at the most it could take alone.
-    """
-    specs = [tree.ports[pid] for pid in ports]
-    if len({p.phases for p in specs}) == 1:
-        result = allocate(tree, {p.id: PortRequest(want_a=p.cap_a) for p in specs})
-        return [(pid, result.amps[pid]) for pid in ports]
-    alone: list[tuple[str, float]] = []
-    for p in specs:
-        result = allocate(tree, {p.id: PortRequest(want_a=p.cap_a)})
-        alone.append((p.id, result.amps[p.id]))
-    return alone

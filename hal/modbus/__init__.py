@@ -2,9 +2,10 @@
 
 ``maps`` reads and checks a model's register map (``configs/meters/*.yaml``) and plans its
 reads; ``codec`` turns registers into quantities and back (construct); ``values`` judges
-quantities and makes a ``MeterReading``; ``meter`` is the ``modbus-tcp://`` /
+quantities and makes a ``MeterReading``; ``url`` parses and checks meter URLs; ``line`` is one
+bus (its pymodbus client, its requests, its polling task); ``meter`` is the ``modbus-tcp://`` /
 ``modbus-rtu://`` backend (``open_meter``); ``server`` serves simulated meters through
 pymodbus's own server and ``simfeed`` feeds it from the simulator; ``ptypair`` is a virtual
-serial cable for RTU tests and the bench. Only ``meter``, ``server`` and ``simfeed`` import
-pymodbus. See docs/meters.md.
+serial cable for RTU tests and the bench. Only ``line``, ``meter``, ``server`` and ``simfeed``
+import pymodbus. See docs/meters.md.
 """

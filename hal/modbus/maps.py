@@ -4,7 +4,8 @@ One job: turn ``configs/meters/<model>.yaml`` (or a user's own file) into a chec
 ``MeterMap`` whose ``blocks`` are the fewest contiguous read requests that cover every quantity
 within the model's request size limit. The file format is documented in docs/meters.md and at
 the top of configs/meters/sdm630.yaml. Every refusal is a ``MapError`` whose text is
-``FILE:LINE: FIELD: message``.
+``FILE:LINE: FIELD: message``. The file is read by the project's one YAML reader
+(``hal.yamlnodes``), within its bounds on size, depth, merge keys and tags.
 
 No pymodbus here: the station config loader and the command line check maps without loading
 the bus library.
@@ -13,15 +14,14 @@ the bus library.
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import NoReturn
 
 import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
+
+from hal.yamlnodes import ConfigError, Value, load_document
 
 __all__ = [
     "FUNCTIONS",
@@ -210,212 +210,140 @@ def load_map(model: str) -> MeterMap:
     return _parse(path)
 
 
-# ---- reading the file, with line numbers ------------------------------------------------
+# ---- reading the file (hal.yamlnodes: line numbers, and the bounds on what a file may be) ----
 
 
-class _Node:
-    """A composed YAML node with the file, line and key path an error message needs."""
-
-    def __init__(self, node: yaml.Node, path: str, where: str) -> None:
-        self.node = node
-        self.path = path
-        self.where = where
-
-    @property
-    def line(self) -> int:
-        return int(self.node.start_mark.line) + 1
-
-    def fail(self, message: str) -> NoReturn:
-        prefix = f"{self.path}:{self.line}"
-        raise MapError(
-            f"{prefix}: {self.where}: {message}" if self.where else f"{prefix}: {message}"
-        )
-
-    def scalar(self) -> object:
-        if not isinstance(self.node, yaml.ScalarNode):
-            self.fail("expected a single value")
-        try:
-            return SafeConstructor().construct_object(self.node)
-        except ConstructorError as exc:
-            self.fail(str(exc.problem))
-
-    def mapping(self, allowed: Sequence[str] | None = None) -> dict[str, _Node]:
-        if not isinstance(self.node, yaml.MappingNode):
-            self.fail("expected a mapping (key: value)")
-        out: dict[str, _Node] = {}
-        for key_node, value_node in self.node.value:
-            key = _Node(key_node, self.path, self.where).scalar()
-            name = str(key)
-            child = _Node(value_node, self.path, f"{self.where}.{name}" if self.where else name)
-            if name in out:
-                _Node(key_node, self.path, child.where).fail("given twice")
-            if allowed is not None and name not in allowed:
-                _Node(key_node, self.path, child.where).fail(
-                    f"unknown key (allowed: {', '.join(allowed)})"
-                )
-            out[name] = child
-        return out
-
-    def integer(self, low: int, high: int) -> int:
-        value = self.scalar()
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(f"{value!r} is not an integer")
-        if not low <= value <= high:
-            self.fail(f"{value} is out of range (allowed: {low}..{high})")
-        return value
-
-    def number(self) -> float:
-        value = self.scalar()
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(f"{value!r} is not a number")
-        number = float(value)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not finite")
-        return number
-
-    def text(self) -> str:
-        value = self.scalar()
-        if not isinstance(value, str):
-            self.fail(f"{value!r} is not text")
-        return value
-
-    def choice(self, allowed: Sequence[str]) -> str:
-        value = self.text().strip().lower()
-        if value not in allowed:
-            self.fail(f"{value!r} is not allowed (allowed: {', '.join(allowed)})")
-        return value
-
-    def items(self) -> Iterator[_Node]:
-        if isinstance(self.node, yaml.SequenceNode):
-            for i, item in enumerate(self.node.value):
-                yield _Node(item, self.path, f"{self.where}[{i}]")
-        else:
-            yield self
+def _choice(value: Value, allowed: Sequence[str]) -> str:
+    text = value.string().strip().lower()
+    if text not in allowed:
+        value.fail(f"{text!r} is not allowed (allowed: {', '.join(allowed)})")
+    return text
 
 
 def _parse(path: Path) -> MeterMap:
-    name = str(path)
+    """The map in ``path``; every refusal (the reader's or the map's) is a ``MapError``."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MapError(f"{name}: cannot read: {exc.strerror}") from exc
-    try:
-        root_node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise MapError(f"{name}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    if root_node is None:
-        raise MapError(f"{name}: empty map file")
-    root = _Node(root_node, name, "")
+        return _read(load_document(path))
+    except ConfigError as exc:
+        raise MapError(str(exc)) from None
+
+
+def _read(root: Value) -> MeterMap:
     top = root.mapping(_TOP_KEYS)
+    # Present but empty counts as present: its accessor then refuses the empty value.
+    given = top.values
     for required in ("model", "source", "phases", "max_registers_per_request", "quantities"):
-        if required not in top:
+        if required not in given:
             root.fail(
                 f"{required}: missing (a map needs {', '.join(_TOP_KEYS[:5])} and quantities)"
             )
 
-    phases_node = top["phases"]
-    phases = phases_node.integer(1, 3)
+    phases_value = given["phases"]
+    phases = phases_value.integer(1, 3)
     if phases == 2:
-        phases_node.fail("2 is not allowed (allowed: 1 or 3)")
-    max_registers = top["max_registers_per_request"].integer(1, MODBUS_MAX_REGISTERS)
-    max_gap = top["max_gap"].integer(0, MODBUS_MAX_REGISTERS) if "max_gap" in top else 0
-    alignment = top["word_alignment"].integer(1, 4) if "word_alignment" in top else 1
+        phases_value.fail("2 is not allowed (allowed: 1 or 3)")
+    max_registers = given["max_registers_per_request"].integer(1, MODBUS_MAX_REGISTERS)
+    max_gap = given["max_gap"].integer(0, MODBUS_MAX_REGISTERS) if "max_gap" in given else 0
+    alignment = given["word_alignment"].integer(1, 4) if "word_alignment" in given else 1
     plausible = DEFAULT_PLAUSIBLE_MAX_A
-    if "plausible_max_a" in top:
-        plausible = top["plausible_max_a"].number()
+    if "plausible_max_a" in given:
+        plausible = given["plausible_max_a"].number()
         if plausible <= 0:
-            top["plausible_max_a"].fail("must be > 0")
+            given["plausible_max_a"].fail("must be > 0")
 
-    defaults: dict[str, _Node] = top["defaults"].mapping(_DEFAULT_KEYS) if "defaults" in top else {}
-    quantities: list[tuple[Quantity, _Node]] = []
-    for qname, qnode in top["quantities"].mapping().items():
+    defaults = given["defaults"].mapping(_DEFAULT_KEYS).values if "defaults" in given else {}
+    quantities: list[tuple[Quantity, Value]] = []
+    quantities_value = given["quantities"]
+    for qname, qvalue in quantities_value.mapping(None).values.items():
         if qname not in QUANTITIES:
-            qnode.fail(f"unknown quantity (known: {', '.join(QUANTITIES)})")
-        quantities.append((_quantity(qname, qnode, defaults), qnode))
+            qvalue.fail(f"unknown quantity (known: {', '.join(QUANTITIES)})")
+        quantities.append((_quantity(qname, qvalue, defaults), qvalue))
 
-    for q, node in quantities:
+    for q, where in quantities:
         if q.words > max_registers:
-            node.fail(
+            where.fail(
                 f"a {q.type} takes {q.words} registers, more than max_registers_per_request "
                 f"({max_registers})"
             )
         if q.end > 0x10000:
-            node.fail(f"0x{q.address:04X} + {q.words} registers runs past register 0xFFFF")
+            where.fail(f"0x{q.address:04X} + {q.words} registers runs past register 0xFFFF")
         if q.words > 1 and q.address % alignment:
-            node.fail(
+            where.fail(
                 f"misaligned: a {q.type} at 0x{q.address:04X} does not start on a multiple of "
                 f"word_alignment ({alignment}) registers"
             )
     _check_overlaps(quantities)
 
-    by_name = {q.name: node for q, node in quantities}
+    by_name = {q.name: where for q, where in quantities}
     for required in ("amps_l1", "volts_l1", "kwh_import"):
         if required not in by_name:
-            top["quantities"].fail(
+            quantities_value.fail(
                 f"{required} is missing (every map needs amps_l1, volts_l1, "
                 "kwh_import, and watts or watts_l1)"
             )
     if "watts" not in by_name and "watts_l1" not in by_name:
-        top["quantities"].fail("needs watts (total) or watts_l1")
+        quantities_value.fail("needs watts (total) or watts_l1")
     for n in (2, 3):
         for kind in ("amps", "volts", "watts"):
             key = f"{kind}_l{n}"
             if phases == 1 and key in by_name:
                 by_name[key].fail(f"a single-phase map (phases: 1) has no {key}")
         if phases == 3 and f"amps_l{n}" not in by_name:
-            top["quantities"].fail(f"amps_l{n} is missing (phases: 3 needs amps_l1..amps_l3)")
+            quantities_value.fail(f"amps_l{n} is missing (phases: 3 needs amps_l1..amps_l3)")
 
     return MeterMap(
-        model=top["model"].text(),
-        description=top["description"].text() if "description" in top else "",
-        source=top["source"].text(),
+        model=given["model"].string(),
+        description=given["description"].string() if "description" in given else "",
+        source=given["source"].string(),
         phases=phases,
         max_registers=max_registers,
         max_gap=max_gap,
         quantities=tuple(q for q, _ in quantities),
         plausible_max_a=plausible,
-        path=name,
+        path=root.path,
     )
 
 
-def _quantity(name: str, node: _Node, defaults: Mapping[str, _Node]) -> Quantity:
-    if isinstance(node.node, yaml.ScalarNode):  # short form: just the address
-        fields: dict[str, _Node] = {"address": node}
+def _quantity(name: str, value: Value, defaults: Mapping[str, Value]) -> Quantity:
+    if isinstance(value.node, yaml.ScalarNode):  # short form: just the address
+        fields: Mapping[str, Value] = {"address": value}
     else:
-        fields = node.mapping(_QUANTITY_KEYS)
+        fields = value.mapping(_QUANTITY_KEYS).values
     if "address" not in fields:
-        node.fail("address is missing")
+        value.fail("address is missing")
 
-    def pick(key: str) -> _Node | None:
+    def pick(key: str) -> Value | None:
         return fields.get(key, defaults.get(key))
 
     address = fields["address"].integer(0, 0xFFFF)
-    function_node, type_node = pick("function"), pick("type")
-    if function_node is None:
-        node.fail("function is missing (input or holding; here or under defaults)")
-    if type_node is None:
-        node.fail(f"type is missing ({', '.join(TYPES)}; here or under defaults)")
-    order_node, scale_node, invalid_node = pick("word_order"), pick("scale"), pick("invalid")
-    scale = 1.0 if scale_node is None else scale_node.number()
+    function_value, type_value = pick("function"), pick("type")
+    if function_value is None:
+        value.fail("function is missing (input or holding; here or under defaults)")
+    if type_value is None:
+        value.fail(f"type is missing ({', '.join(TYPES)}; here or under defaults)")
+    order_value, scale_value, invalid_value = pick("word_order"), pick("scale"), pick("invalid")
+    scale = 1.0 if scale_value is None else scale_value.number()
     if scale == 0.0:
-        assert scale_node is not None
-        scale_node.fail("0 is not allowed (a value is register x scale)")
-    qtype = type_node.choice(tuple(TYPES))
+        assert scale_value is not None
+        scale_value.fail("0 is not allowed (a value is register x scale)")
+    qtype = _choice(type_value, tuple(TYPES))
     invalid: tuple[int, ...] = ()
-    if invalid_node is not None:
+    if invalid_value is not None:
         bits = 16 * TYPES[qtype]
+        items = (
+            invalid_value.sequence()
+            if isinstance(invalid_value.node, yaml.SequenceNode)
+            else [invalid_value]
+        )
         invalid = tuple(
-            _as_type(qtype, bits, item.integer(-(2 ** (bits - 1)), 2**bits - 1))
-            for item in invalid_node.items()
+            _as_type(qtype, bits, item.integer(-(2 ** (bits - 1)), 2**bits - 1)) for item in items
         )
     return Quantity(
         name=name,
         address=address,
-        function=function_node.choice(tuple(FUNCTIONS)),
+        function=_choice(function_value, tuple(FUNCTIONS)),
         type=qtype,
-        word_order="big" if order_node is None else order_node.choice(WORD_ORDERS),
+        word_order="big" if order_value is None else _choice(order_value, WORD_ORDERS),
         scale=scale,
         invalid=invalid,
     )
@@ -432,11 +360,11 @@ def _as_type(qtype: str, bits: int, raw: int) -> int:
     return raw
 
 
-def _check_overlaps(quantities: Sequence[tuple[Quantity, _Node]]) -> None:
+def _check_overlaps(quantities: Sequence[tuple[Quantity, Value]]) -> None:
     ordered = sorted(quantities, key=lambda item: (item[0].function, item[0].address))
-    for (a, _), (b, b_node) in itertools.pairwise(ordered):
+    for (a, _), (b, b_where) in itertools.pairwise(ordered):
         if a.function == b.function and b.address < a.end:
-            b_node.fail(
+            b_where.fail(
                 f"overlaps {a.name}: {b.name} is {b.type} at 0x{b.address:04X}..0x{b.end - 1:04X}, "
                 f"{a.name} is {a.type} at 0x{a.address:04X}..0x{a.end - 1:04X} ({a.function} "
                 "registers)"

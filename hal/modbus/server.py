@@ -21,8 +21,15 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from hal.interfaces import MeterReading
 from hal.modbus import codec
+from hal.modbus.line import quiet_pymodbus
 from hal.modbus.maps import FUNCTIONS, MeterMap, load_map
-from hal.modbus.meter import quiet_pymodbus
+from hal.modbus.url import (
+    DEFAULT_BAUD,
+    DEFAULT_BYTESIZE,
+    DEFAULT_PARITY,
+    DEFAULT_STOPBITS,
+    RTU_UNITS,
+)
 
 __all__ = ["MeterServer", "SerialPort"]
 
@@ -35,10 +42,10 @@ class SerialPort:
     """Where an RTU server listens: a serial device and its settings."""
 
     device: str
-    baud: int = 9600
-    parity: str = "N"
-    bytesize: int = 8
-    stopbits: int = 1
+    baud: int = DEFAULT_BAUD
+    parity: str = DEFAULT_PARITY
+    bytesize: int = DEFAULT_BYTESIZE
+    stopbits: int = DEFAULT_STOPBITS
 
 
 class MeterServer:
@@ -57,9 +64,10 @@ class MeterServer:
         self.units = tuple(units)
         if not self.units or len(set(self.units)) != len(self.units):
             raise ValueError(f"units must be distinct and at least one: {self.units}")
+        low, high = RTU_UNITS  # a serial line's addresses, which TCP gateways also use
         for unit in self.units:
-            if not 1 <= unit <= 247:
-                raise ValueError(f"unit {unit} out of range (1..247)")
+            if not low <= unit <= high:
+                raise ValueError(f"unit {unit} out of range ({low}..{high})")
         self.host = host
         self.port = port
         self.serial = serial
@@ -178,8 +186,9 @@ class MeterServer:
         return None
 
     def _device(self, unit: int) -> SimDevice:
+        holding, inputs = FUNCTIONS["holding"], FUNCTIONS["input"]
         blocks: dict[int, list[SimData]] = {}
-        for fc in (3, 4):
+        for fc in (holding, inputs):
             span = self._spans.get(fc)
             if span is None:
                 # A function the model does not use: one invalid register, so every read of
@@ -191,7 +200,7 @@ class MeterServer:
         bits = [SimData(0, values=False, datatype=DataType.BITS)]
         return SimDevice(
             unit,
-            simdata=(bits, list(bits), blocks[3], blocks[4]),
+            simdata=(bits, list(bits), blocks[holding], blocks[inputs]),
             action=functools.partial(self._action, unit),
         )
 

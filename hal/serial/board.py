@@ -27,9 +27,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hal.serial.protocol import (
+    CA_PER_A,
     CURRENT_NONE,
+    CV_PER_V,
+    GAP_S,
     LOW_NONE,
+    MAX_DUTY_PERMILLE,
     MAX_PORTS,
+    MIN_WATCHDOG_S,
+    PERMILLE_PER_PCT,
+    SEQ_MASK,
+    TRIPS_MASK,
     Ack,
     AckCode,
     Event,
@@ -50,22 +58,30 @@ from hal.serial.protocol import (
 from hal.sim.bus import SimBus, SimPort
 from hal.sim.ev import EvSpec
 
+__all__ = [
+    "DEFAULT_WATCHDOG_S",
+    "GAP_S",
+    "MIN_WATCHDOG_S",
+    "BoardSim",
+    "BoardStats",
+    "Trip",
+    "open_pty",
+]
+
 log = logging.getLogger("ampshare.board")
 
-# The shortest watchdog time the board accepts from a heartbeat: below it a host on a busy
-# controller would trip the board by its own scheduling jitter (design margin, no standard).
-MIN_WATCHDOG_S = 0.1
+# The shortest watchdog time the board accepts from a heartbeat is the protocol's
+# MIN_WATCHDOG_S (the host refuses to ask for less).
 # The board's default (and longest) watchdog time; a heartbeat may ask for less, never more.
 DEFAULT_WATCHDOG_S = 1.0
 # The board re-reads its inputs at least this often even when its models predict no change
 # (a real board samples the pilot every PWM period; the simulated bus is exact between
 # changes, so this only bounds how stale the reported current gets).
 _MAX_IDLE_S = 0.1
-# A partial frame the line leaves idle this long will never complete and is dropped, as the host
-# does with its default ``gap`` (docs/serial-protocol.md, "Frames": resynchronisation at both
-# ends). Without it a stray start byte and length would swallow the host's next frames, its
-# heartbeats among them, until enough bytes arrived to fail the CRC.
-GAP_S = 0.05
+# A partial frame the line leaves idle for the protocol's GAP_S will never complete and is
+# dropped, as the host does with its default ``gap`` (docs/serial-protocol.md, "Frames":
+# resynchronisation at both ends). Without it a stray start byte and length would swallow the
+# host's next frames, its heartbeats among them, until enough bytes arrived to fail the CRC.
 _OUTPUT = {"steady": Output.STEADY, "pwm": Output.PWM, "F": Output.F}
 
 
@@ -373,11 +389,11 @@ class BoardSim:
             return AckCode.BAD_PORT
         port = self._sim_ports[port_index]
         if isinstance(msg, SetPwm):
-            if msg.duty_permille > 1000:
+            if msg.duty_permille > MAX_DUTY_PERMILLE:
                 return AckCode.BAD_VALUE
             if not self.armed:
                 return AckCode.DISARMED
-            port.pwm(msg.duty_permille / 10.0)
+            port.pwm(msg.duty_permille / PERMILLE_PER_PCT)
         elif isinstance(msg, PwmOff):
             port.steady()
         elif isinstance(msg, StateF):
@@ -397,15 +413,15 @@ class BoardSim:
         duty = port.duty_pct if port.pilot_out == "pwm" and port.duty_pct is not None else 0.0
         amps = port.metered_amps()
         return PortStatus(
-            pilot_high_cv=round(sample.high_v * 100),
-            pilot_low_cv=LOW_NONE if sample.low_v is None else round(sample.low_v * 100),
+            pilot_high_cv=round(sample.high_v * CV_PER_V),
+            pilot_low_cv=LOW_NONE if sample.low_v is None else round(sample.low_v * CV_PER_V),
             output=int(_OUTPUT[port.pilot_out]),
-            duty_permille=round(duty * 10),
+            duty_permille=round(duty * PERMILLE_PER_PCT),
             contactor_cmd=port.commanded_closed,
             contactor_fb=port.feedback(),
             gfci=port.gfci_tripped(),
             ground_ok=port.ground_ok(),
-            current_ca=min(round(amps * 100), CURRENT_NONE - 1),
+            current_ca=min(round(amps * CA_PER_A), CURRENT_NONE - 1),
         )
 
     def _status(self, cls: type[Status]) -> Status:
@@ -415,7 +431,7 @@ class BoardSim:
             safe=not self.armed,
             temperature_dc=round(self.temperature_c * 10),
             watchdog_ms=round(self.watchdog_s * 1000),
-            watchdog_trips=len(self.trips) & 0xFFFF,
+            watchdog_trips=len(self.trips) & TRIPS_MASK,
             ports=tuple(self._port_status(p) for p in self._sim_ports),
         )
 
@@ -430,7 +446,7 @@ class BoardSim:
         if key == self._last_key:
             return
         self._last_key = key
-        self._event_seq = (self._event_seq + 1) & 0xFF
+        self._event_seq = (self._event_seq + 1) & SEQ_MASK
         self.stats.events += 1
         self._send(status, self._event_seq)
         if self.on_event is not None:

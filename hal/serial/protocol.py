@@ -16,7 +16,13 @@ resynchronisation relies on the length byte and the CRC (``FrameParser``).
 
 Quantities travel as integers in fixed units (duty in 0.1 %, volts in 0.01 V, amps in 0.01 A,
 temperature in 0.1 °C); converting to floats is the caller's business, so that a build-then-parse
-round trip is the identity.
+round trip is the identity. The units, sequence widths and the timing both ends keep are
+declared here once (``CV_PER_V``, ``PERMILLE_PER_PCT``, ``GAP_S``...) and both ends convert with
+them; the duty's unit is ``hal.pilot``'s duty step.
+
+It is over 500 lines because it really is one thing: the wire format. The message
+classes, the construct declaration, the one-frame codec and the stream parser all rest on the
+same private declaration (``_FRAME``, ``_BODY``), which splitting them would have to expose.
 """
 
 from __future__ import annotations
@@ -49,13 +55,23 @@ from construct import (
     this,
 )
 
+from hal.pilot import DUTY_STEPS_PER_PCT, MAX_DUTY_PCT
+
 __all__ = [
+    "CA_PER_A",
     "CURRENT_NONE",
+    "CV_PER_V",
+    "GAP_S",
     "LOW_NONE",
     "MAX_BODY",
+    "MAX_DUTY_PERMILLE",
     "MAX_FRAME",
     "MAX_PORTS",
+    "MIN_WATCHDOG_S",
+    "PERMILLE_PER_PCT",
+    "SEQ_MASK",
     "START",
+    "TRIPS_MASK",
     "Ack",
     "AckCode",
     "Event",
@@ -83,6 +99,27 @@ START = 0x7E
 MAX_PORTS = 8  # the most ports one board serves; bounds the longest frame
 LOW_NONE = -32768  # pilot_low_cv when PWM is off: a steady pilot has no negative plateau
 CURRENT_NONE = 0xFFFF  # current_ca of a board (or port) without a current transformer
+
+# Wire units (docs/serial-protocol.md, "Messages"): both ends convert with these, never with
+# numbers of their own.
+CV_PER_V = 100  # pilot plateaus travel in 0.01 V
+CA_PER_A = 100  # port currents travel in 0.01 A
+# Duties travel in 0.1 % (per mille of the period): one step of the pilot generator's grid
+# (hal.pilot.DUTY_RESOLUTION_PCT), so every duty IEC 61851-1 Table A.7 asks for
+# (hal.pilot.amps_to_duty) travels exactly.
+PERMILLE_PER_PCT = DUTY_STEPS_PER_PCT
+MAX_DUTY_PERMILLE = round(MAX_DUTY_PCT * PERMILLE_PER_PCT)  # 1000 = 100.0 %; more: BAD_VALUE
+SEQ_MASK = 0xFF  # seq is one byte (_BODY) and wraps (docs: "Sequence numbers")
+TRIPS_MASK = 0xFFFF  # watchdog_trips is a u16 (_STATUS) and wraps
+
+# Timing both ends keep (docs/serial-protocol.md).
+# "Physical layer": a partial frame followed by this much silence is truncated, at both ends
+# (the host's default ``gap``; the simulated board's fixed one).
+GAP_S = 0.05
+# "What a board must do", 1: a heartbeat's timeout is clamped to at least 100 ms, so a host
+# never asks for less (below it a busy host would trip the board by its own scheduling
+# jitter: a design margin, no standard).
+MIN_WATCHDOG_S = 0.1
 _CRC_INIT = 0xFFFF  # CRC-16/CCITT-FALSE: init 0xFFFF (poly 0x1021 is crc_hqx's own)
 
 

@@ -13,11 +13,18 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hal.interfaces import MeterReading, PilotSample, PortHardware
+from hal.interfaces import (
+    BackendContext,
+    MeterReading,
+    PilotSample,
+    PortHardware,
+    Service,
+    leave_safe,
+)
 from hal.pilot import duty_to_amps
+from hal.sim.config import SimSection
 from hal.sim.ev import EvSpec, SimEv
 
 # Pilot plateau voltages the EVSE's sense circuit sees (SAE J1772 Table 3 nominal values).
@@ -223,6 +230,8 @@ class SimBus:
         }
         self._hardware = tuple(PortHardware(p, p, p, p) for p in self._ports.values())
         self._jumper = SimJumper(jumper)
+        # Background work beside the ports (open_hardware: a Modbus server for the meters).
+        self.services: tuple[Service, ...] = ()
         self._schedule: list[tuple[float, int, str, EvSpec]] = []  # (t, order, plug|unplug, ev)
         for spec in evs:
             self.schedule(spec)
@@ -242,9 +251,7 @@ class SimBus:
         return None
 
     async def stop(self) -> None:
-        for port in self._ports.values():
-            port.steady()
-            port.command(False)
+        leave_safe(self._hardware)
         self.advance(self.now)
 
     def advance(self, now: float) -> None:
@@ -365,21 +372,34 @@ class SimBus:
         self._react_to_commands()
 
 
-def open_hardware(url: str, **context: Any) -> SimBus:
+def open_hardware(url: str, context: BackendContext) -> SimBus:
     """``sim://[?noise=0.05&seed=0&jumper=0|1]``: a simulated station for the station loop.
 
-    The station passes ``port_ids``, ``evs``, ``voltage_v`` and ``jumper`` (what the config
-    says; ``?jumper=`` overrides it to simulate a miswired installation).
+    ``context`` says the ports, their voltages and the jumper (``?jumper=`` overrides it to
+    simulate a miswired installation); its ``section`` is the station file's ``sim:``
+    (``hal.sim.config.SimSection``): the EVs, and a meter server that becomes the bus's one
+    service.
     """
+    section = SimSection() if context.section is None else context.section
+    if not isinstance(section, SimSection):
+        raise TypeError(f"sim:// opens with a sim: section, not {type(section).__name__}")
     query = {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
-    jumper = bool(context.get("jumper", False))
+    jumper = context.jumper
     if "jumper" in query:
         jumper = query["jumper"] not in ("0", "false", "no")
-    return SimBus(
-        context["port_ids"],
-        context.get("evs", ()),
-        voltage_v=context.get("voltage_v", 208.0),
+    bus = SimBus(
+        context.port_ids,
+        section.evs,
+        voltage_v=context.voltage_v,
         jumper=jumper,
         noise_a=float(query.get("noise", 0.05)),
         seed=int(query.get("seed", 0)),
     )
+    server = section.meter_server
+    if server is not None:
+        # Imported only now: pymodbus is loaded for a station that serves its meters.
+        from hal.modbus.simfeed import SimMeterFeed
+
+        meters = [port.meter for port in bus.ports]
+        bus.services = (SimMeterFeed(meters, server.model, host=server.host, port=server.port),)
+    return bus

@@ -2,8 +2,12 @@
 
 The one job of this module: turn a file into ``Value`` objects over yaml's composed node tree,
 with small typed accessors (``number()``, ``duration()``, ``mapping(allowed=...)``...) whose
-every failure is a ``ConfigError`` naming file, line and field. Validation of what the values
-*mean* (electrical rules) lives in ``firmware.config``; this module only knows shapes and types.
+every failure is a ``ConfigError`` naming file, line and field, within bounds on what a file
+may be (size, nesting depth, merge keys, explicit tags). It is the one YAML reader of the
+project: station, site, state and scenario files (``firmware.config``, ``tools.scenario``), a
+backend's own config section (``hal.sim.config``) and meter register maps
+(``hal.modbus.maps``). What the values *mean* (electrical rules, register layouts) is for
+those readers; this module only knows shapes and types.
 
 We read ``yaml.compose`` nodes rather than ``yaml.safe_load`` data because loaded Python objects
 have forgotten where they came from, and an installer fixing a site file needs the line.
@@ -33,8 +37,9 @@ _NULL = "tag:yaml.org,2002:null"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
 
-# Bounds on what a config file may be. Real files are a few kB and a few levels deep; the
-# bounds are far above any real one and far below what would exhaust memory or the stack.
+# Bounds on what a file may be (a config or a meter map). Real files are a few kB and a few
+# levels deep; the bounds are far above any real one and far below what would exhaust memory
+# or the stack.
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # a path that names /dev/zero must not read forever
 MAX_DEPTH = 64  # yaml's composer recurses once per level: 10,000 "[" would end in RecursionError
 MAX_INTEGER = 2**63 - 1  # counts, ports, seeds; larger ones cannot even be printed in errors
@@ -66,6 +71,11 @@ def _one_line(text: str) -> str:
 def _shown(text: str, limit: int = 40) -> str:
     """A value as an error message quotes it: a 400-digit number is cut, not printed whole."""
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def fmt(number: float) -> str:
+    """A number as a refusal shows it: 40, 0.5, 1e+06 (``:g``)."""
+    return f"{number:g}"
 
 
 class ConfigError(Exception):
@@ -388,13 +398,34 @@ class Value:
             self.fail(f"{_shown(str(self.node.value))} is not allowed (must be a finite number)")
         return number
 
-    def integer(self) -> int:
+    def positive(self, what: str = "") -> float:
+        """A number > 0; ``what`` follows the 0 in the refusal (a unit, and why)."""
+        number = self.number()
+        if number <= 0:
+            self.fail(f"{fmt(number)} is not allowed (must be > 0{what})")
+        return number
+
+    def in_range(self, low: float, high: float) -> float:
+        """A number within ``low..high``, both included."""
+        number = self.number()
+        if not low <= number <= high:
+            self.fail(f"{fmt(number)} is out of range (allowed: {fmt(low)}..{fmt(high)})")
+        return number
+
+    def integer(self, low: int | None = None, high: int | None = None) -> int:
+        """An integer: within ``low..high`` when they are given (a register map's 64-bit
+        markers go up to 2**64 - 1), else |n| < 2**63."""
         if not isinstance(self.node, yaml.ScalarNode) or self.node.tag != _INT:
             self.fail(f"expected an integer, got {_type_name(self.node)}")
         value = self._scalar()
         assert isinstance(value, int)
-        if abs(value) > MAX_INTEGER:
-            self.fail(f"{_shown(str(self.node.value))} is too large (allowed: |n| < 2**63)")
+        if low is None or high is None:
+            if abs(value) > MAX_INTEGER:
+                self.fail(f"{_shown(str(self.node.value))} is too large (allowed: |n| < 2**63)")
+        elif not low <= value <= high:
+            # Decimal as long as that is short; beyond, the text as written, cut.
+            shown = str(value) if abs(value) <= 2**64 else _shown(str(self.node.value))
+            self.fail(f"{shown} is out of range (allowed: {low}..{high})")
         return value
 
     def boolean(self) -> bool:
