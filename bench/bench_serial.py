@@ -11,7 +11,7 @@ station (``firmware``, ``serial://`` backend) runs in this one, as on a real con
    station loop as shipped (``RealtimeRunner`` ticks every 50 ms and at once when the backend's
    ``on_input_change`` reports a board event), and with that wake-up switched off (the 50 ms
    period alone bounds the latency). Goal p99 <= 50 ms; IEC 61851-1
-   (DESIGN.md) allows 100 ms. The bench shortens the simulated EVs' 1 s pilot handshake to
+   (docs/design.md) allows 100 ms. The bench shortens the simulated EVs' 1 s pilot handshake to
    50 ms in the board's process so that 200 plug-charge-unplug cycles take seconds, not minutes.
 2. Frames per second the link carries: READ_STATUS -> STATUS back to back (one at a time, and
    pipelined 8 deep), beside the theoretical maximum at 115200 baud 8N1 (10 bits per byte:
@@ -216,7 +216,7 @@ def main() -> None:
             f"  {label:56s} p50 {statistics.median(ms):5.1f} ms  p99 {_pct(ms, 0.99):5.1f} ms  "
             f"max {max(ms):5.1f} ms  (n={len(ms)})"
         )
-    print("  goal p99 <= 50 ms; IEC 61851-1 (DESIGN.md): open within 100 ms")
+    print("  goal p99 <= 50 ms; IEC 61851-1 (docs/design.md): open within 100 ms")
 
     request_bytes = 6
     print(f"\nlink throughput, READ_STATUS ({request_bytes} bytes) -> STATUS back to back:")

@@ -13,7 +13,7 @@ policy (the guide, "Available Power Sharing Algorithms" and "Sharing Policy"):
    A port that does not fit is skipped, not a stop: a later port elsewhere may still fit.
 2. Filling, between each admitted port's floor and ``min(want_a, cap)``:
 
-   * EQUAL: lexicographic max-min fairness by progressive filling (DESIGN.md "Electrical
+   * EQUAL: lexicographic max-min fairness by progressive filling (docs/design.md "Electrical
      rules"; the guide, "Power Sharing Jumper": 50/50, and what one vehicle cannot take goes
      to the other). A common level rises; each port follows it between its floor and its
      ceiling; when a limit becomes full, the ports under it that are still rising stop

@@ -2,7 +2,7 @@
 
 This module's one job is to turn, per port, the offers a vehicle was given and what its meter
 shows it drawing into the most worth offering it now (its *want*). J1772 vehicles declare
-nothing, so unused current is found by measurement (DESIGN.md "Electrical rules": "a vehicle
+nothing, so unused current is found by measurement (docs/design.md "Electrical rules": "a vehicle
 drawing well under its offer is lowered to near its draw, the difference goes to others, and
 it is probed upward again from time to time. A finished vehicle (state C, near 0 A) gives its
 share back without being unplugged"; the guide, "Power Sharing": "rediverts the available

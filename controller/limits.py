@@ -5,7 +5,7 @@ This module's one job is to turn a `SiteSpec` (groups and ports as installed) in
 Whether a spec is sound is `controller.validate`'s job (`LimitTree.from_spec` refuses what it
 finds); who gets what is `controller.allocate`'s.
 
-Electrical model (DESIGN.md "Electrical rules"; the guide, "Power Sharing Through the Panel"):
+Electrical model (docs/design.md "Electrical rules"; the guide, "Power Sharing Through the Panel"):
 
 * A group with ``breaker_a`` may carry 80 % of its rating continuously on every line conductor
   (NEC 210.20(A) / 625.41; `GroupSpec.limit_a`).
@@ -18,7 +18,7 @@ Electrical model (DESIGN.md "Electrical rules"; the guide, "Power Sharing Throug
   Every contribution to one line lies within +-30 degrees of that line's voltage, so a line's
   current magnitude never falls when a port's current rises.
 * Power (a group's ``limit_kw``): an L-L or L-N port draws ``I x voltage_v``; a three-phase
-  port draws ``3 x I x voltage_v`` with ``voltage_v`` its line-to-neutral voltage (DESIGN.md
+  port draws ``3 x I x voltage_v`` with ``voltage_v`` its line-to-neutral voltage (docs/design.md
   "Site file": voltage_v is L-L for two-phase ports, L-N otherwise). A three-phase port given
   the 208 V line-to-line default is thus over-counted by sqrt(3), which errs on the safe side.
 
@@ -491,7 +491,7 @@ class LimitTree:
 
         Keys are limit ids (``"c1"``, ``"panel:L2"``, ``"site:kW"``) or a group id, which
         sets that group's current limit on every line. A value is clamped to the limit as
-        configured (DESIGN.md "Safety is local": remote, time-of-use and DLM limits only
+        configured (docs/design.md "Safety is local": remote, time-of-use and DLM limits only
         ever lower); 0 is allowed (the guide's time-of-use example: "max 0 kW"). Limits not
         named keep their configured value, so ``with_limits({})`` restores the spec.
         Unknown ids, negative or NaN values raise ValueError.
@@ -523,7 +523,7 @@ class LimitTree:
         """A copy of this tree with some ports' caps lowered (remote per-port limits).
 
         ``caps`` maps port ids to the most each may be offered; a value is clamped to the
-        port's own cap as specified (rating and Power Select: DESIGN.md "Safety is local",
+        port's own cap as specified (rating and Power Select: docs/design.md "Safety is local",
         remote limits only ever lower). Ports not named get their specified cap back, so
         ``with_port_caps({})`` restores the spec; limit values are kept. A cap under the
         port's minimum (0 included) means the port cannot be offered anything (J1772: 0 or

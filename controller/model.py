@@ -138,7 +138,7 @@ class Decision:
 
     ``offers``: the current to advertise on each port's pilot now; 0.0 means PWM off (paused,
     idle or nothing to offer). Every non-zero offer is >= the port's minimum (>= 6 A).
-    ``effective``: each port's effective offer under the safe-offer invariant (DESIGN.md).
+    ``effective``: each port's effective offer under the safe-offer invariant (docs/design.md).
     ``binding``: per port, what limits it (a group id, ``"<group>:L2"`` for one phase,
     ``"<group>:kW"``, ``"port"`` for its own cap, ``"demand"`` for what the vehicle takes,
     ``"paused"`` for round robin, ``"fallback"``, ``"sequencing"`` while an increase waits).

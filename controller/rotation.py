@@ -8,7 +8,7 @@ offered current again (`WakeUp`). How much each admitted port gets is
 `controller.allocate`'s job; this module hands it priorities and decides which waiting ports
 may be tried.
 
-Round robin (DESIGN.md "Electrical rules": "as many vehicles as fit get at least the minimum,
+Round robin (docs/design.md "Electrical rules": "as many vehicles as fit get at least the minimum,
 the rest are paused (PWM off), and who waits rotates so that averages even out. Rotation has
 hysteresis: no stop/start flapping"; the guide, "Equal Charge Policy"):
 

@@ -1,6 +1,6 @@
 """Sequencing: turn the offers the controller wants into offers that are safe to send now.
 
-This module's one job is the safe-offer invariant (DESIGN.md "The safe-offer invariant"): an
+This module's one job is the safe-offer invariant (docs/design.md "The safe-offer invariant"): an
 EV may take up to 5 s to follow a lower PWM offer, so a port's *effective offer* is the highest
 offer it was given in the last 5 s, until its meter shows it has come down; for every limit of
 the tree the load of the effective offers stays within the limit, on every tick, including the
@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from controller.limits import LimitTree
+from hal.pilot import EV_RESPONSE_S
 
 __all__ = ["SequenceResult", "Sequencer", "floor_dA"]
 
@@ -100,7 +101,7 @@ class SequenceResult:
 class Sequencer:
     """The offer history of every port, and the rule that releases changes safely."""
 
-    def __init__(self, window_s: float = 5.0, tolerance_a: float = 0.0) -> None:
+    def __init__(self, window_s: float = EV_RESPONSE_S, tolerance_a: float = 0.0) -> None:
         if window_s < 0.0 or tolerance_a < 0.0:
             raise ValueError("window_s and tolerance_a must be >= 0")
         self.window_s = window_s

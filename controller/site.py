@@ -47,7 +47,7 @@ class SiteMeterSpec:
     """Dynamic load management for one group (the guide, "How to set the Limits?" 3).
 
     The group's kW limit becomes ``max_kw`` minus the unmanaged load the meter reads; while the
-    reading is older than ``stale_s`` (or there is none), ``conservative_kw`` (DESIGN.md: "a
+    reading is older than ``stale_s`` (or there is none), ``conservative_kw`` (docs/design.md: "a
     stale site meter means the conservative fallback limit, never 'no limit'"). The reading
     comes from a meter backend (``url``) or from the MQTT topic ``topics.site_meter``
     (``topic``).

@@ -2,8 +2,8 @@
 
 One job: give the config loader the ratings it checks a station file against (port count,
 amps per port, the breaker the model may be installed on, whether it takes the Power Sharing
-jumper). Every number cites where it comes from; "the guide" is the power-sharing reference
-guide in shared/seeds/001_ff8fa30b3ade3f41.txt.
+jumper). Every number cites where it comes from; "the guide" is the "ChargePoint Power
+Sharing Reference Guide".
 """
 
 from __future__ import annotations

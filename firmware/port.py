@@ -6,7 +6,7 @@ returned commands to the pilot driver and the contactor. ``next_deadline(state)`
 virtual-time runner when a step would next act by itself (a timer running out), so idle time
 can be skipped.
 
-Rules (DESIGN.md "J1772 / IEC 61851 essentials"; SAE J1772; IEC 61851-1:2017 Annex A). Every
+Rules (docs/design.md "J1772 / IEC 61851 essentials"; SAE J1772; IEC 61851-1:2017 Annex A). Every
 number below is a :class:`PortConfig` field or a ``hal.pilot`` constant, cited there.
 
 * Offer: ``offer_a`` >= 6 A (IEC 61851-1 Table A.7 minimum) turns the PWM on at
@@ -17,7 +17,7 @@ number below is a :class:`PortConfig` field or a ``hal.pilot`` constant, cited t
   PWM stays on. When PWM and C are first seen on the same tick (PWM just switched on), the
   port is C2 with the contactor still open for that one tick; a tick is far below the 3 s
   allowed (``close_within_s``). It opens on the very tick the pilot reads anything but C
-  (B, A, D, E, F, invalid): the 100 ms opening requirement (SAE J1772, DESIGN.md) is then
+  (B, A, D, E, F, invalid): the 100 ms opening requirement (SAE J1772, docs/design.md) is then
   met by the station loop's tick period.
 * PWM off while the EV stays in C with the contactor closed (a pause): the EV must stop
   drawing and go to B; the contactor is opened under load after ``open_pwm_off_in_c_s``.
@@ -131,19 +131,19 @@ class PortConfig:
     Numbers without a standard behind them are design margins and say so.
     """
 
-    # SAE J1772 / IEC 61851-1:2017 Annex A (DESIGN.md "J1772 essentials"): close within 3 s of
+    # SAE J1772 / IEC 61851-1:2017 Annex A (docs/design.md "J1772 essentials"): close within 3 s of
     # C with PWM. The machine closes on the first tick that qualifies, so this is a bound the
     # tests check, not a timer.
     close_within_s: float = 3.0
-    # SAE J1772 / IEC 61851-1:2017 Annex A (DESIGN.md "J1772 essentials"): PWM off with the EV
+    # SAE J1772 / IEC 61851-1:2017 Annex A (docs/design.md "J1772 essentials"): PWM off with the EV
     # still in C: the EV must stop and leave C within 3 s; the EVSE opens under load at 6 s.
     open_pwm_off_in_c_s: float = 6.0
-    # DESIGN.md "J1772 essentials" (SAE J1772 overcurrent): drawing > offer x 1.10 + 0.5 A for
+    # docs/design.md "J1772 essentials" (SAE J1772 overcurrent): drawing > offer x 1.10 + 0.5 A for
     # more than 7 s stops the EV. 7 s > the 5 s an EV has to follow a lowered offer (IEC
-    # 61851-1:2017 Annex A, DESIGN.md "safe-offer invariant").
+    # 61851-1:2017 Annex A, docs/design.md "safe-offer invariant").
     overdraw_s: float = 7.0
-    overdraw_ratio: float = 1.10  # DESIGN.md "J1772 essentials": +10 %
-    overdraw_margin_a: float = 0.5  # DESIGN.md "J1772 essentials": + 0.5 A
+    overdraw_ratio: float = 1.10  # docs/design.md "J1772 essentials": +10 %
+    overdraw_margin_a: float = 0.5  # docs/design.md "J1772 essentials": + 0.5 A
     # Design margin, no standard number: a contactor releases in tens of ms; 0.5 s covers the
     # feedback's own filtering (auxiliary contact or voltage sense) before declaring a weld.
     # (OpenEVSE checks a stuck relay 1 s after opening, STUCK_RELAY_DELAY.)

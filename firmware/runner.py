@@ -21,7 +21,7 @@ from hal.clock import StationClock
 from hal.interfaces import Hardware, Service
 
 # The station loop's period on real hardware. The contactor must open within 100 ms of the
-# pilot leaving C (J1772, DESIGN.md), so a tick must come at least that often.
+# pilot leaving C (J1772, docs/design.md), so a tick must come at least that often.
 REALTIME_PERIOD_S = 0.05
 # Ticks closer together than this in virtual time are merged (1 ms: below any J1772 timing).
 MIN_VIRTUAL_STEP_S = 0.001

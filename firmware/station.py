@@ -4,7 +4,7 @@ currents, write PWM and contactors.
 ``Station.step(now)`` is one tick. It never reads a clock or sleeps: the runners in
 ``firmware.runner`` decide when ticks happen (every 50 ms in real time; from event to event in
 virtual time, using ``next_deadline``). A tick reacts to a pilot change on the tick it is seen,
-which is what lets the contactor open within 100 ms of C -> B (J1772; DESIGN.md).
+which is what lets the contactor open within 100 ms of C -> B (J1772; docs/design.md).
 """
 
 from __future__ import annotations

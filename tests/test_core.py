@@ -1,7 +1,7 @@
 """The controller core end to end, against a small model of vehicles that lag.
 
 The safety property is checked on every tick of every run: for every limit, the load of the
-effective offers stays within it (DESIGN.md "The safe-offer invariant") and so does the load
+effective offers stays within it (docs/design.md "The safe-offer invariant") and so does the load
 of what the modelled vehicles actually draw.
 """
 

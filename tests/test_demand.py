@@ -1,4 +1,4 @@
-"""Demand learning from the port meter (DESIGN.md "Electrical rules": unused current)."""
+"""Demand learning from the port meter (docs/design.md "Electrical rules": unused current)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def charging(*ids: str, want: float = 80.0, min_a: float = 8.0) -> dict[str, Por
 
 
 def site_from_yaml(path: Path) -> SiteSpec:
-    """A minimal reader of the DESIGN.md "Site file" shape (the real loader is firmware.config)."""
+    """A minimal reader of the docs/design.md site file shape (the loader is firmware.config)."""
     doc: dict[str, Any] = yaml.safe_load(path.read_text())
     volts = float(doc.get("voltage_v", 208))
     min_a = float(doc.get("min_a", 8))

@@ -279,7 +279,7 @@ def test_loads_are_the_phasor_sums() -> None:
 
 
 def test_line_a_of_two_208v_loads_is_the_phasor_difference() -> None:
-    # DESIGN.md: "phase A of two 208 V loads is |I_AB - I_CA|".
+    # docs/design.md: "phase A of two 208 V loads is |I_AB - I_CA|".
     ab = PortSpec("ab", "g", max_a=80, phases=Phases.L1_L2)
     ca = PortSpec("ca", "g", max_a=80, phases=Phases.L3_L1)
     i_ab = port_line_currents(ab, 10.0)[1]

@@ -349,7 +349,7 @@ def test_offer_below_6_a_is_a_pause() -> None:
 
 # --- overdraw -------------------------------------------------------------------------------
 
-# Offer 16 A: the EV may draw up to 16 x 1.10 + 0.5 = 18.1 A (DESIGN.md "J1772 essentials").
+# Offer 16 A: the EV may draw up to 16 x 1.10 + 0.5 = 18.1 A (docs/design.md "J1772 essentials").
 
 
 def _overdrawing(t: float, metered: float = 20.0) -> Bench:

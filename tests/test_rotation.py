@@ -1,4 +1,4 @@
-"""Round robin, leftover minimums and wake-up (DESIGN.md "Electrical rules")."""
+"""Round robin, leftover minimums and wake-up (docs/design.md "Electrical rules")."""
 
 from __future__ import annotations
 

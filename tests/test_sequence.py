@@ -1,4 +1,4 @@
-"""Sequencing: the safe-offer invariant (DESIGN.md) on every step."""
+"""Sequencing: the safe-offer invariant (docs/design.md) on every step."""
 
 from __future__ import annotations
 

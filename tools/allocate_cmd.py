@@ -1,6 +1,6 @@
 """`ampshare allocate SITE.yaml STATE.yaml`: one allocation of a site in a given state, as JSON.
 
-One job: read a site file and a state file (DESIGN.md, "Command line"), ask the allocation
+One job: read a site file and a state file (docs/design.md, "Command line"), ask the allocation
 core (`controller.limits`, `controller.allocate`) once, and print its answer on stdout:
 
     {"ports": {"<port id>": amps, ...},                     every port of the site (idle: 0)
@@ -93,7 +93,7 @@ def _num(value: float) -> float | int:
 
 
 def to_json(site: SiteSpec, result: Allocation) -> dict[str, object]:
-    """The DESIGN.md allocation shape; numbers rounded to 1 mA so output is stable."""
+    """The docs/design.md allocation shape; numbers rounded to 1 mA so output is stable."""
     return {
         "ports": {port.id: _num(result.amps.get(port.id, 0.0)) for port in site.ports},
         "groups": {

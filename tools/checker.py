@@ -30,6 +30,8 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from hal.pilot import EV_RESPONSE_S
+
 __all__ = [
     "CAME_DOWN_TOLERANCE_A",
     "LIMIT_EPSILON",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 # docs/design.md "The safe-offer invariant": an EV may take up to 5 s to follow a lower offer.
-OFFER_WINDOW_S = 5.0
+OFFER_WINDOW_S = EV_RESPONSE_S
 # A meter "shows the EV came down" when it reads no more than the new offer plus its accuracy
 # (a class 1 meter, 0.5 A at these currents); the vehicle may then still draw up to the reading
 # plus that accuracy, which keeps counting until the 5 s have passed.

@@ -28,6 +28,7 @@ from firmware.config import ConfigError, load_site_config, load_station, parse_c
 from firmware.link.coordinator import CoordinatorSettings
 from firmware.link.station_link import DEFAULT_RISE_DELAY_S, DEFAULT_TELEMETRY_PERIOD_S
 from firmware.port import PortConfig
+from hal.pilot import EV_RESPONSE_S
 from hal.sim.bus import FAULT_KINDS
 from hal.sim.config import parse_evs
 from hal.sim.ev import EvSpec
@@ -35,7 +36,7 @@ from hal.yamlnodes import Value, load_document
 
 # J1772 (docs/design.md "The safe-offer invariant"): a compliant EV follows a lower offer in
 # <= 5 s.
-COMPLIANT_RESPONSE_S = 5.0
+COMPLIANT_RESPONSE_S = EV_RESPONSE_S
 
 _KEYS = (
     "name",

@@ -41,7 +41,7 @@ it offers that much; it raises an alarm (logged, ``alarms()``, and "untrusted" i
 ``station_status``).
 
 How it stays safe. For every port the core keeps a *bound*: the most that port's station may
-be offering, or may have offered within the last 5 s (DESIGN.md "The safe-offer invariant"),
+be offering, or may have offered within the last 5 s (docs/design.md "The safe-offer invariant"),
 given everything the core has sent and heard:
 
 * every limit sent to the station since the last one it acknowledged (telemetry carries the

@@ -2,7 +2,7 @@
 
 One job: turn telemetry and limit messages into bytes and back, refusing anything that is not
 exactly schema 1 (docs/mqtt.md is the prose version of this file). A payload that fails here
-is never applied: the caller counts it and keeps its own limits (DESIGN.md "Safety is local").
+is never applied: the caller counts it and keeps its own limits (docs/design.md "Safety is local").
 Nothing here knows about MQTT or clocks; ``ts`` values are whatever clock the sender uses, and
 are only ever compared with earlier ``ts`` values from the same sender.
 """

@@ -95,7 +95,7 @@ from firmware.link.messages import (
 )
 from firmware.port import Mode
 from firmware.station import Snapshot
-from hal.pilot import PilotState
+from hal.pilot import EV_RESPONSE_S, PilotState
 
 __all__ = [
     "DEFAULT_RISE_DELAY_S",
@@ -107,8 +107,6 @@ __all__ = [
 
 _log = logging.getLogger("ampshare.link")
 
-# DESIGN.md "The safe-offer invariant": an EV may take up to 5 s to follow a lower offer.
-EV_RESPONSE_S = 5.0
 # How far apart the stations' limits can expire when the coordinator goes away: one publish
 # period (5 s by default: each station got its last message at a different point of the last
 # period), one more period for a station whose very last message was lost, and 1 s of
