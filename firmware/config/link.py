@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from firmware.link.auth import KeyFileError, Keyring, load_keyring
+from firmware.link.station_link import DEFAULT_TELEMETRY_PERIOD_S
 from hal.yamlnodes import Value, fmt
 
 __all__ = ["LinkConfig", "parse_broker_url", "parse_link", "redact_url"]
 
-DEFAULT_TELEMETRY_PERIOD_S = 5.0  # docs/mqtt.md: telemetry at least this often, and on change
 MQTT_PORT = 1883  # IANA registered port for MQTT
 MQTTS_PORT = 8883  # IANA registered port for MQTT over TLS
 # MQTT 3.1.1, 3.1.3.5: a password is at most 65535 bytes; a longer file is not a password file.

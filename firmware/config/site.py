@@ -30,16 +30,13 @@ from firmware.config.common import (
     GroupEntry,
     PortDefaults,
     PortEntry,
-    check_caps_under_breakers,
-    check_fallbacks,
-    check_ports_on_groups,
-    check_tree,
+    check_spec,
     check_unique,
     parse_group,
     parse_port,
     top_defaults,
 )
-from hal.pilot import MAX_A as J1772_MAX_A  # PWM encodes at most 80 A (IEC 61851-1 Table A.7)
+from hal import pilot
 from hal.yamlnodes import Value, fmt, load_document
 
 __all__ = ["load_site", "load_site_config", "site_config_from_value", "site_from_value"]
@@ -75,31 +72,26 @@ def site_config_from_value(doc: Value) -> SiteConfig:
         for item in top.require("groups").sequence(allow_empty=False)
     ]
     check_unique(groups, "group")
-    check_tree(groups, single_root=True)
-    by_id = {g.spec.id: g.spec for g in groups}
     defaults = PortDefaults(
         voltage_v=voltage_v,
         min_a=min_a,
-        min_where=top.get("min_a"),
         max_a=None,
-        rating_a=J1772_MAX_A,
-        rating_why=f"J1772 PWM encodes at most {fmt(J1772_MAX_A)} A",
+        rating_a=pilot.MAX_A,  # PWM encodes at most 80 A (IEC 61851-1 Table A.7)
+        rating_why=f"J1772 PWM encodes at most {fmt(pilot.MAX_A)} A",
     )
     ports = [
         parse_port(item, SITE_PORT_KEYS, defaults)
         for item in top.require("ports").sequence(allow_empty=False)
     ]
     check_unique(ports, "port")
-    check_ports_on_groups(ports, by_id)
-    check_caps_under_breakers(ports, by_id)
-    check_fallbacks(groups, ports)
-    _site_link_id(top.require("site"), site_id, "site")
     spec = SiteSpec(
         id=site_id,
         groups=tuple(g.spec for g in groups),
         ports=tuple(p.spec for p in ports),
         policy=policy,
     )
+    check_spec(spec, top, groups, ports)
+    _site_link_id(top.require("site"), site_id, "site")
     schedules, meters = _site_extras(groups)
     return SiteConfig(spec, _stations(ports), schedules, meters)
 

@@ -27,12 +27,9 @@ from firmware.config.common import (
     GroupEntry,
     PortDefaults,
     PortEntry,
-    check_caps_under_breakers,
-    check_fallbacks,
-    check_ports_on_groups,
+    check_spec,
     check_unique,
     parse_group,
-    parse_group_id,
     parse_port,
     top_defaults,
 )
@@ -150,12 +147,10 @@ def station_from_value(doc: Value) -> StationConfig:
                 f"{fmt(g.spec.breaker_a)} A is above the {model.name}'s rating for {per} "
                 f"(allowed: up to {fmt(feed_max)} A; {model.source})"
             )
-    by_id = {g.spec.id: g.spec for g in groups}
 
     defaults = PortDefaults(
         voltage_v=voltage_v,
         min_a=min_a,
-        min_where=top.get("min_a"),
         max_a=model.port_max_a,
         rating_a=model.port_max_a,
         rating_why=f"the {model.name} is rated {fmt(model.port_max_a)} A per port",
@@ -178,20 +173,16 @@ def station_from_value(doc: Value) -> StationConfig:
             f"port {missing[0]!r} is missing: the {model.name} has ports "
             f"{', '.join(model.port_ids)} and each must be on a breaker group"
         )
-    check_ports_on_groups(ports, by_id)
-    _check_jumper_topology(jumper, groups, ports)
-    check_caps_under_breakers(ports, by_id)
-    check_fallbacks(groups, ports)
-
     ports.sort(key=lambda p: model.port_ids.index(p.spec.id))
-    meter_urls = tuple(
-        BUILTIN_METER if (url := p.fields.get("meter")) is None else _meter_url(url) for p in ports
-    )
     site = SiteSpec(
         id=station_id,
-        groups=_station_tree(station_id, top.require("station"), groups),
+        groups=_station_tree(station_id, groups, ports),
         ports=tuple(p.spec for p in ports),
         policy=policy,
+    )
+    check_spec(site, top, groups, ports, jumper=jumper, root=top.require("station"))
+    meter_urls = tuple(
+        BUILTIN_METER if (url := p.fields.get("meter")) is None else _meter_url(url) for p in ports
     )
 
     # Read in this order so that a file with several mistakes is refused for the same one.
@@ -261,12 +252,13 @@ def _hardware_section(top: Fields, hardware_url: str, port_ids: Sequence[str]) -
 
 
 def _station_tree(
-    station_id: str, where: Value, groups: Sequence[GroupEntry]
+    station_id: str, groups: Sequence[GroupEntry], ports: Sequence[PortEntry]
 ) -> tuple[GroupSpec, ...]:
     """The station's groups as one tree (the limit tree has exactly one root).
 
     With one feed (jumper, or a one-port model) that feed is the root. With a breaker per port,
-    a pure grouping root named after the station (no limit of its own) holds them.
+    a pure grouping root named after the station (no limit of its own) holds them; validate
+    checks its id like any group's (a problem of it points at ``station:``).
     """
     if len(groups) == 1:
         return (groups[0].spec,)
@@ -276,9 +268,17 @@ def _station_tree(
                 f"{station_id!r} is the station's id, which names the group holding its breakers "
                 "(choose another group id)"
             )
-    root_id = parse_group_id(where)
-    root = GroupSpec(id=root_id)
-    return (root, *(dataclasses.replace(g.spec, parent=root_id) for g in groups))
+    # The root is this loader's, not a breaker of the file: validate would take a port on it
+    # for a port on a group.
+    breakers = ", ".join(g.spec.id for g in groups)
+    for p in ports:
+        if p.spec.group == station_id:
+            p.fields.require("group").fail(
+                f"{station_id!r} is the station's id, which names the group holding its breakers, "
+                f"not a breaker (groups: {breakers})"
+            )
+    root = GroupSpec(id=station_id)
+    return (root, *(dataclasses.replace(g.spec, parent=station_id) for g in groups))
 
 
 def _station_model(value: Value) -> StationModel:
@@ -287,34 +287,6 @@ def _station_model(value: Value) -> StationModel:
     if model is None:
         value.fail(f"unknown station model {name!r} (known: {', '.join(MODELS)})")
     return model
-
-
-def _check_jumper_topology(
-    jumper: bool, groups: Sequence[GroupEntry], ports: Sequence[PortEntry]
-) -> None:
-    """Jumper: both ports on the one feed. No jumper: each port on its own breaker."""
-    first_on: dict[str, PortEntry] = {}
-    for p in ports:
-        other = first_on.get(p.spec.group)
-        if other is not None and not jumper:
-            p.fields.require("group").fail(
-                f"ports {other.spec.id} and {p.spec.id} are both on group {p.spec.group!r}, but "
-                "without the jumper each port has its own breaker (set jumper: true if the Power "
-                "Sharing jumper is installed; the guide, Power Sharing Jumper)"
-            )
-        first_on.setdefault(p.spec.group, p)
-    if jumper:
-        first = ports[0]
-        for p in ports[1:]:
-            if p.spec.group != first.spec.group:
-                p.fields.require("group").fail(
-                    f"with the jumper installed both ports share one feed, but port {p.spec.id} "
-                    f"is on {p.spec.group!r} and port {first.spec.id} on {first.spec.group!r} "
-                    "(the guide, Power Sharing Jumper: 'fed from a single feed')"
-                )
-    for g in groups:
-        if g.spec.id not in first_on:
-            g.where.fail(f"group {g.spec.id!r} feeds no port (a station's groups are its breakers)")
 
 
 def _loop_period(value: Value) -> float:

@@ -113,7 +113,7 @@ _log = logging.getLogger("ampshare.link")
 # delivery latency on each side.
 SKEW_MARGIN_S = 12.0
 DEFAULT_RISE_DELAY_S = EV_RESPONSE_S + SKEW_MARGIN_S
-DEFAULT_TELEMETRY_PERIOD_S = 5.0
+DEFAULT_TELEMETRY_PERIOD_S = 5.0  # docs/mqtt.md: telemetry at least this often, and on change
 # A coordinator that says "valid for an hour" is either broken or hostile: a station must find
 # out within a minute that nobody coordinates it any more. Also how long one accepted message
 # can hold the freshness anchor (module docstring), so how long any single message, forged or
