@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hal.interfaces import PortHardware
+from hal.interfaces import PortHardware, leave_safe
 from hal.sim.bus import SimBus, SimJumper
 
 __all__ = ["BusView"]
@@ -38,9 +38,7 @@ class BusView:
 
     async def stop(self) -> None:
         # Only this station's ports are made safe: the other stations stop their own.
-        for hw in self._ports:
-            hw.pilot.steady()
-            hw.contactor.command(False)
+        leave_safe(self._ports)
         self._bus.advance(self._bus.now)
 
     def advance(self, now: float) -> None:
