@@ -46,6 +46,9 @@ and a heap; a port's change touches only its own rows. A row's entry in the heap
 early (a port under it stopped since, so it fills later): it is recomputed when it comes
 up, which is cheap and never late. The result is deterministic: ports are handled in sorted
 id order, whatever the order of ``requests``.
+
+Size: one algorithm (progressive filling with minimum-current admission, and its three
+policies); its phases share one set of working arrays and split apart would pass them around.
 """
 
 from __future__ import annotations

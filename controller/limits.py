@@ -36,6 +36,9 @@ coefficients are computed once, when the tree is built; a row's members are kept
 coefficient, so evaluating a row is a few C-level float sums (no numpy: the controller runs
 on a Raspberry-Pi-class board with a light runtime). `controller.allocate` reads the rows
 (the attributes with a leading underscore) directly; other modules use the public methods.
+
+Size: one thing, the compiled limit tree and the arithmetic every other module asks of it
+(loads, room, headroom, caps).
 """
 
 from __future__ import annotations

@@ -61,6 +61,9 @@ can draw at fallback.
 
 The station rules apply only to a station's own tree (``validate(spec, jumper=...)``); a site
 has grouping nodes and spare breakers without ports.
+
+Size: every electrical check of a spec, by design in one place and one table, each with its
+source.
 """
 
 from __future__ import annotations

@@ -74,6 +74,8 @@ Timers are "since" timestamps in the state. A timer of length T set at t acts on
 step at ``now >= t + T``; ``next_deadline`` returns exactly that instant. The boundary itself
 has measure zero in continuous time; using ``>=`` makes the deadline a time at which a step
 really acts, so a runner that jumps to it always makes progress.
+
+Size: one state machine; its transitions read best side by side.
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ on disk; a sessions database may take it over later.
   waits the full delay again from start-up rather than what was left of it by the wall clock:
   never sooner than without the restart, and a wall clock that jumps (a Raspberry Pi without
   a real-time clock boots at its last saved time until NTP answers) cannot shorten it.
+
+Size: one thing, the file of what a restart must not forget: its format, its durable writing
+and its conservative reading.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ accepts (section 3.1.2.11.4, Maximum Packet Size); the broker then discards a la
 for that client instead of sending it (section 3.1.2.11.4: "the Server MUST NOT send packets
 exceeding Maximum Packet Size to the Client"), so an oversized publish never reaches the
 station's memory, let alone its decoder or its control loop.
+
+Size: the station's and the coordinator's shells share `MqttService` (sessions, reconnects,
+guards); they move to modules of their own when a second transport (OCPP) needs the same split.
 """
 
 from __future__ import annotations

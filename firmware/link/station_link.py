@@ -73,6 +73,9 @@ a decrease). Limits arrive between ticks, so telemetry reports, for the tick tha
 snapshot, the ``ts`` and caps that tick applied (`RemoteLimitedController` records them with
 `StationLink.applied`), never limits received after it; none recorded for that tick: no
 acknowledgement.
+
+Size: one thing, the station's side of the link: what it accepts, what it applies, what it
+reports.
 """
 
 from __future__ import annotations
