@@ -367,15 +367,15 @@ class CoordinatorCore:
     ) -> None:
         """Cross-check what the station says it offers against what it may (module docstring)."""
         why = stranger
-        bounds = self.bounds()
         for pid, p in sorted(ports.items()):
             if why is not None:
                 break
-            bound = bounds[pid] + UNTRUSTED_TOLERANCE_A
-            if p.offered_a > bound:
-                why = f"port {pid} is offered {p.offered_a:g} A, above the {bounds[pid]:g} A sent"
-            elif p.limit_a is not None and p.limit_a > bound:
-                why = f"port {pid} is capped at {p.limit_a:g} A, above the {bounds[pid]:g} A sent"
+            # This station's ports only: telemetry must not cost the size of the site.
+            bound = self._bound(pid)
+            if p.offered_a > bound + UNTRUSTED_TOLERANCE_A:
+                why = f"port {pid} is offered {p.offered_a:g} A, above the {bound:g} A sent"
+            elif p.limit_a is not None and p.limit_a > bound + UNTRUSTED_TOLERANCE_A:
+                why = f"port {pid} is capped at {p.limit_a:g} A, above the {bound:g} A sent"
         if why is not None:
             if s.untrusted is None:
                 _log.error(
@@ -470,10 +470,10 @@ class CoordinatorCore:
 
     def bounds(self) -> dict[str, float]:
         """Per port, the most its station may be offering now, as far as the core knows."""
-        return {
-            pid: max([self._struct.get(pid, 0.0), *(v for _, v in self._linger[pid])])
-            for pid in self._base.ports
-        }
+        return {pid: self._bound(pid) for pid in self._base.ports}
+
+    def _bound(self, pid: str) -> float:
+        return max([self._struct.get(pid, 0.0), *(v for _, v in self._linger[pid])])
 
     # --- the step ---------------------------------------------------------------------------
 

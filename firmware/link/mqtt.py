@@ -132,13 +132,17 @@ class BrokerSettings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def client(
-        self, identifier: str, will: aiomqtt.Will | None, *, max_packet: int = 0
+        self,
+        identifier: str,
+        will: aiomqtt.Will | None,
+        *,
+        max_packet: int = COORDINATOR_MAX_PACKET,
     ) -> aiomqtt.Client:
         tls = None
         if self.tls:
             tls = aiomqtt.TLSParameters(ca_certs=self.ca, certfile=self.cert, keyfile=self.key)
         connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect.MaximumPacketSize = max_packet or COORDINATOR_MAX_PACKET
+        connect.MaximumPacketSize = max_packet
         return aiomqtt.Client(
             self.host,
             self.port,

@@ -109,11 +109,6 @@ class SimEv:
             return 0.0  # many vehicles draw nothing rather than less than their minimum
         return min(offer_a, self.spec.max_a) + self.overdraw_a
 
-    def desired_draw(self, offer_a: float, energised: bool) -> float:
-        """What the vehicle settles on drawing for this offer now (amps per phase)."""
-        allowed = self.allowance(offer_a, energised)
-        return min(allowed, self.charger_limit_a() + self.overdraw_a) if allowed > 0.0 else 0.0
-
     @property
     def power_w(self) -> float:
         return self.draw_a * self.voltage_v * self.spec.phases
