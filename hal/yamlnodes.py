@@ -29,6 +29,8 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.reader import ReaderError
 from yaml.resolver import Resolver
 
+from hal.durations import parse_duration
+
 _STR = "tag:yaml.org,2002:str"
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -95,39 +97,6 @@ class ConfigError(Exception):
         if field:
             return f"{where}: {field}: {message}"
         return f"{where}: {message}"
-
-
-# A duration: a plain number of seconds, or a number with one unit suffix ("90m", "1.5h").
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number (seconds) or a string with an ms/s/m/h suffix ("30s", "1.5h").
-
-    Raises ``ValueError`` with a message saying what is allowed. Durations are never negative
-    and always finite.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration (use seconds or a string like '30s', '2h')")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:  # an int beyond any float; the number itself is too long to show
-            raise ValueError("too large to be a duration (must be finite and >= 0)") from None
-    elif isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(
-                f"{value!r} is not a duration (allowed: seconds, or a number with an "
-                "ms, s, m or h suffix, e.g. '30s', '90m', '1.5h')"
-            )
-        seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
-    else:
-        raise ValueError(f"{value!r} is not a duration (use seconds or a string like '30s', '2h')")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{value!r} is not a duration (must be finite and >= 0)")
-    return seconds
 
 
 def _type_name(node: yaml.Node) -> str:
@@ -436,7 +405,7 @@ class Value:
         return value
 
     def duration(self) -> float:
-        """Seconds: a number, or a string like "30s", "90m", "1.5h"."""
+        """Seconds: a number, or a duration string (``hal.durations``: "30s", "1h30m")."""
         if not isinstance(self.node, yaml.ScalarNode) or self.node.tag not in (_INT, _FLOAT, _STR):
             self.fail(f"expected a duration (e.g. 30, '30s', '2h'), got {_type_name(self.node)}")
         raw = self._scalar() if self.node.tag != _STR else str(self.node.value)

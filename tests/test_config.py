@@ -475,7 +475,7 @@ def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "soon", "5 days", "-3s", "1d", True, None, math.inf, "1h30m"])
+@pytest.mark.parametrize("text", ["", "soon", "5 fortnights", "1h30", True, None, math.inf])
 def test_parse_duration_refuses(text: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)

@@ -6,10 +6,10 @@ import argparse
 
 
 def duration(text: str) -> float:
-    """A duration option (``30s``, ``5m``, ``2h`` or plain seconds) in seconds."""
-    from hal.yamlnodes import ConfigError, parse_duration
+    """A duration option (``30s``, ``1h30m``, ``1d`` or plain seconds) in seconds."""
+    from hal.durations import parse_duration
 
     try:
         return parse_duration(text)
-    except (ConfigError, ValueError) as exc:
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc

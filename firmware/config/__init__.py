@@ -28,7 +28,8 @@ from firmware.config.site import (
 )
 from firmware.config.state import PortDemand, State, load_state
 from firmware.config.station import StationConfig, load_station, parse_control, station_from_value
-from hal.yamlnodes import ConfigError, load_document, parse_duration
+from hal.durations import parse_duration
+from hal.yamlnodes import ConfigError, load_document
 
 __all__ = [
     "ConfigError",

@@ -8,11 +8,11 @@ I/O here. The keys are documented in docs/meters.md.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from hal.durations import parse_duration
 from hal.registry import BackendError
 
 __all__ = [
@@ -108,18 +108,12 @@ class MeterUrl:
 
 
 def _seconds(key: str, text: str) -> float:
-    value = text.strip().lower()
-    scale = 1.0
-    if value.endswith("ms"):
-        value, scale = value[:-2], 0.001
-    elif value.endswith("s"):
-        value = value[:-1]
     try:
-        seconds = float(value) * scale
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise BackendError(f"{key}={text!r}: expected seconds > 0 (e.g. 1, 0.5, 500ms)")
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise BackendError(f"{key}={text!r}: {exc}") from None
+    if seconds <= 0:
+        raise BackendError(f"{key}={text!r}: expected a duration > 0 (e.g. 1, 0.5, 500ms)")
     return seconds
 
 

@@ -9,11 +9,11 @@ URL"), and say whether a baud rate can carry the heartbeat-and-poll schedule
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from hal.durations import parse_duration
 from hal.registry import BackendError
 from hal.serial.protocol import (
     GAP_S,
@@ -65,8 +65,6 @@ MAX_WATCHDOG_S = 60.0
 # A heartbeat frame's length on the line (its payload is fixed: a u16 timeout).
 HEARTBEAT_BYTES = len(encode(Heartbeat(1), 0))
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(ms|s)?\s*$")
-
 
 @dataclass(frozen=True, slots=True)
 class LinkSettings:
@@ -100,11 +98,10 @@ class LinkSettings:
 
 
 def _seconds(name: str, text: str) -> float:
-    match = _DURATION.match(text)
-    if match is None:
-        raise BackendError(f"serial:// {name}={text!r} is not a duration (e.g. 0.5, 500ms, 2s)")
-    value = float(match.group(1))
-    return value / 1000.0 if match.group(2) == "ms" else value
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise BackendError(f"serial:// {name}={text!r}: {exc}") from None
 
 
 def parse_url(url: str) -> LinkSettings:
