@@ -93,7 +93,8 @@ def test_urls_parse() -> None:
         ("modbus-rtu:///dev/ttyUSB0?unit=0&model=sdm630", "unit=0: out of range (allowed: 1..247)"),
         ("modbus-rtu:///dev/ttyUSB0?parity=X&model=sdm630", "expected N, E or O"),
         ("modbus-rtu://dev/ttyUSB0?model=sdm630", "three slashes"),
-        ("modbus-tcp://h?model=sdm630&timeout=-1", "expected seconds > 0"),
+        ("modbus-tcp://h?model=sdm630&timeout=-1", "negative"),
+        ("modbus-tcp://h?model=sdm630&timeout=0", "expected a duration > 0"),
         ("modbus-tcp://h?model=sdm999", "unknown meter model 'sdm999'"),
     ],
 )

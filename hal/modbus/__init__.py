@@ -1,6 +1,6 @@
 """Energy meters over Modbus TCP and RTU: register maps as data, a polling backend, a server.
 
-``maps`` reads and checks a model's register map (``configs/meters/*.yaml``) and plans its
+``maps`` reads and checks a model's register map (``meters/*.yaml``, package data) and plans its
 reads; ``codec`` turns registers into quantities and back (construct); ``values`` judges
 quantities and makes a ``MeterReading``; ``url`` parses and checks meter URLs; ``line`` is one
 bus (its pymodbus client, its requests, its polling task); ``meter`` is the ``modbus-tcp://`` /

@@ -1,9 +1,10 @@
 """Meter register maps: read a model's YAML map, refuse a wrong one, and plan its reads.
 
-One job: turn ``configs/meters/<model>.yaml`` (or a user's own file) into a checked
-``MeterMap`` whose ``blocks`` are the fewest contiguous read requests that cover every quantity
-within the model's request size limit. The file format is documented in docs/meters.md and at
-the top of configs/meters/sdm630.yaml. Every refusal is a ``MapError`` whose text is
+One job: turn a shipped model's map (``hal/modbus/meters/<model>.yaml``, package data, so an
+installed wheel has it) or a user's own file into a checked ``MeterMap`` whose ``blocks`` are
+the fewest contiguous read requests that cover every quantity within the model's request size
+limit. The file format is documented in docs/meters.md and at the top of
+hal/modbus/meters/sdm630.yaml. Every refusal is a ``MapError`` whose text is
 ``FILE:LINE: FIELD: message``. The file is read by the project's one YAML reader
 (``hal.yamlnodes``), within its bounds on size, depth, merge keys and tags.
 
@@ -17,6 +18,8 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import yaml
@@ -26,6 +29,7 @@ from hal.yamlnodes import ConfigError, Value, load_document
 __all__ = [
     "FUNCTIONS",
     "MAPS_DIR",
+    "MAP_KEYS",
     "QUANTITIES",
     "TYPES",
     "Block",
@@ -35,9 +39,13 @@ __all__ = [
     "known_models",
     "load_map",
     "plan_blocks",
+    "read_map",
 ]
 
-MAPS_DIR = Path(__file__).resolve().parents[2] / "configs" / "meters"
+# The shipped maps, read through importlib.resources rather than a path beside the source tree:
+# a station runs from a wheel installed into a venv, where only the packages (and the package
+# data that pyproject.toml names) exist.
+MAPS_DIR: Traversable = resources.files("hal.modbus").joinpath("meters")
 
 # The quantities a map may name, with the unit its ``scale`` must produce.
 QUANTITIES: dict[str, str] = {
@@ -76,7 +84,7 @@ MODBUS_MAX_REGISTERS = 125
 # meters it targets read at most a few thousand amps); maps usually give their own rating.
 DEFAULT_PLAUSIBLE_MAX_A = 5000.0
 
-_TOP_KEYS = (
+MAP_KEYS = (
     "model",
     "description",
     "source",
@@ -190,8 +198,12 @@ def _block(function: str, run: Sequence[Quantity]) -> Block:
 
 
 def known_models() -> list[str]:
-    """The shipped models: the map files in configs/meters/."""
-    return sorted(p.stem for p in MAPS_DIR.glob("*.yaml"))
+    """The shipped models: the map files in hal/modbus/meters/."""
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in MAPS_DIR.iterdir()
+        if p.name.endswith(".yaml") and p.is_file()
+    )
 
 
 def load_map(model: str) -> MeterMap:
@@ -200,14 +212,17 @@ def load_map(model: str) -> MeterMap:
         path = Path(model)
         if not path.is_file():
             raise MapError(f"{model}: no such map file")
-    else:
-        path = MAPS_DIR / f"{model.lower()}.yaml"
-        if not path.is_file():
-            known = ", ".join(known_models()) or "none"
-            raise MapError(
-                f"unknown meter model {model!r} (known: {known}; or give the path of a .yaml map)"
-            )
-    return _parse(path)
+        return _parse(path)
+    shipped = MAPS_DIR.joinpath(f"{model.lower()}.yaml")
+    if not shipped.is_file():
+        known = ", ".join(known_models()) or "none"
+        raise MapError(
+            f"unknown meter model {model!r} (known: {known}; or give the path of a .yaml map)"
+        )
+    # The one YAML reader takes a file path; as_file is that file itself for an installed
+    # package, and a temporary copy only for a package imported from a zip.
+    with resources.as_file(shipped) as path:
+        return _parse(path)
 
 
 # ---- reading the file (hal.yamlnodes: line numbers, and the bounds on what a file may be) ----
@@ -223,20 +238,19 @@ def _choice(value: Value, allowed: Sequence[str]) -> str:
 def _parse(path: Path) -> MeterMap:
     """The map in ``path``; every refusal (the reader's or the map's) is a ``MapError``."""
     try:
-        return _read(load_document(path))
+        return read_map(load_document(path))
     except ConfigError as exc:
         raise MapError(str(exc)) from None
 
 
-def _read(root: Value) -> MeterMap:
-    top = root.mapping(_TOP_KEYS)
+def read_map(root: Value) -> MeterMap:
+    """A map from an already-read document; refusals are ``ConfigError`` (``config check``)."""
+    top = root.mapping(MAP_KEYS)
     # Present but empty counts as present: its accessor then refuses the empty value.
     given = top.values
     for required in ("model", "source", "phases", "max_registers_per_request", "quantities"):
         if required not in given:
-            root.fail(
-                f"{required}: missing (a map needs {', '.join(_TOP_KEYS[:5])} and quantities)"
-            )
+            root.fail(f"{required}: missing (a map needs {', '.join(MAP_KEYS[:5])} and quantities)")
 
     phases_value = given["phases"]
     phases = phases_value.integer(1, 3)

@@ -17,7 +17,7 @@ URLs (``hal.modbus.url``)::
 Optional query keys: ``timeout`` (s per request, default 1), ``retries`` (extra tries of a
 request while the meter is healthy, default 1), ``interval`` (s between polls of a line,
 default 0.5), ``stale`` (s without an answer before ``is_stale``, default 10); RTU also
-``bytesize`` (8), ``stopbits`` (1). ``model`` is a map name in configs/meters/ or a .yaml path.
+``bytesize`` (8), ``stopbits`` (1). ``model`` is a shipped map (hal/modbus/meters/) or a .yaml path.
 
 Lines are shared through ``POOL``, a module-level, reference-counted table keyed by the
 running event loop and the bus (TCP host:port, or serial device): the first meter started on

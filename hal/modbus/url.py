@@ -142,7 +142,9 @@ def parse_url(url: str) -> MeterUrl:
             raise BackendError(f"{url}: {key} given twice")
         query[key] = value
     if "model" not in query or not query["model"]:
-        raise BackendError(f"{url}: model= is missing (a map in configs/meters/ or a .yaml path)")
+        raise BackendError(
+            f"{url}: model= is missing (a shipped model such as sdm630, or a .yaml path)"
+        )
     common: dict[str, Any] = {
         "url": url,
         "model": query["model"],

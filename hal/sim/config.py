@@ -27,7 +27,7 @@ __all__ = ["SimMeterServer", "SimSection", "parse_evs", "parse_section"]
 class SimMeterServer:
     """``sim: meter_server:``: the simulated ports' meters served as Modbus TCP units 1..N."""
 
-    model: str  # a meter map (configs/meters/ name or .yaml path)
+    model: str  # a meter map (a shipped model in hal/modbus/meters/, or a .yaml path)
     host: str = "127.0.0.1"
     port: int = 5020
 
