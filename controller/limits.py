@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOAD_TOLERANCE",
+    "REMOTE_LABELS",
     "RESERVED_IDS",
     "Constraint",
     "LimitTree",
@@ -72,8 +73,14 @@ __all__ = [
 # thousands of ports sum to errors nearer 1e-10; still inside it.)
 LOAD_TOLERANCE = 1e-9
 
+# What a port held by a remote source is limited by (firmware.link.remote): the site's
+# coordinator, or a charging schedule (OCPP smart charging).
+REMOTE_LABELS = frozenset({"coordinator", "schedule"})
 # Words `Decision.binding` uses besides limit ids; a group may not be called one of them.
-RESERVED_IDS = frozenset({"port", "demand", "paused", "fallback", "sequencing"})
+RESERVED_IDS = frozenset(
+    {"port", "demand", "paused", "fallback", "sequencing", "idle", "finished", "not-responding"}
+    | REMOTE_LABELS
+)
 
 _SQRT3 = math.sqrt(3.0)
 # Unit phasors of the line-to-neutral voltages, L1 at 0 degrees, sequence L1 -> L2 -> L3.

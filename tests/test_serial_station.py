@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -588,6 +589,22 @@ def test_board_sim_command_on_a_link(tmp_path: Path) -> None:
         )
         try:
             await until(lambda: link.is_symlink(), "the symlink", timeout=20.0)
+            # A second simulator on the same link is told the link is taken, not given it.
+            second = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tools.cli",
+                "board-sim",
+                "--link",
+                str(link),
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, second_err = await asyncio.wait_for(second.communicate(), 30.0)
+            assert second.returncode == 2, second_err.decode()
+            assert f"--link {link} is taken" in second_err.decode()
+            assert b"Traceback" not in second_err
             config = dataclasses.replace(
                 load_station(CONFIG), hardware_url=f"serial://{link}?baud=115200"
             )
@@ -608,7 +625,14 @@ def test_board_sim_command_on_a_link(tmp_path: Path) -> None:
         assert proc.returncode == 0, err.decode()
         text = out.decode()
         assert text.startswith("board-sim: /dev/pts/") and f"(link {link})" in text
-        assert "port 1: pilot  +6.0 V, pwm 50.0 %, contactor closed" in text
+        # Board events are log records, on stderr, in the one format of tools.logs.
+        log = err.decode()
+        assert re.search(
+            r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO    ampshare\.board-sim: "
+            r"port 1: pilot  \+6\.0 V, pwm 50\.0 %, contactor closed",
+            log,
+            re.MULTILINE,
+        ), log
         assert not link.exists() and not link.is_symlink()
 
     asyncio.run(main())

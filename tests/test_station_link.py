@@ -424,3 +424,54 @@ def test_two_remote_sources_at_once_the_lower_cap_wins() -> None:
     offers = ctl.update(40.0, CHARGING).offers
     assert not coordinator.up(40.0) and not other.up(40.0)
     assert all(a <= 8.0 for a in offers.values())
+
+
+def test_a_port_held_by_the_coordinator_is_limited_by_coordinator_not_port() -> None:
+    """The live table and the logs say why a port gets less than it could: a remote cap under
+    the port's own rating is the coordinator's doing (issue: never "port" then)."""
+    ctl, lk = linked()
+    lk.receive_limits(0.0, limits(1.0, {"st1.1": 10.0, "st1.2": 20.0}))
+    decision = ctl.update(0.0, CHARGING)
+    assert decision.offers["st1.1"] == 10.0
+    assert decision.binding["st1.1"] == "coordinator"
+    # The feed's 32 A binds st1.2 (22 A left, but its remote cap is 20 A: the coordinator).
+    assert decision.binding["st1.2"] == "coordinator"
+    # Under the minimum a remote cap is no current at all: still the coordinator's doing.
+    lk.receive_limits(1.0, limits(2.0, {"st1.1": 0.0, "st1.2": 32.0}))
+    decision = ctl.update(1.0 + 6.0, CHARGING)
+    assert decision.offers["st1.1"] == 0.0 and decision.binding["st1.1"] == "coordinator"
+    # A cap at or above the port's own rating leaves the local reason: the feed binds.
+    lk.receive_limits(8.0, limits(9.0, {"st1.1": 32.0, "st1.2": 32.0}))
+    for t in (8.0, 14.0, 20.0):  # the raise of st1.1 waits for st1.2's decrease (sequencing)
+        decision = ctl.update(t, CHARGING)
+    assert set(decision.binding.values()) == {"st1"}
+
+
+def test_sharing_and_fallback_are_logged_once_each_with_the_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ampshare.link")
+    ctl, lk = linked()
+    for t in (0.0, 0.5):
+        ctl.update(t, CHARGING)
+    lk.receive_limits(1.0, limits(1.0, {"st1.1": 16.0, "st1.2": 16.0}))
+    for t in (1.0, 2.0, 3.0):
+        ctl.update(t, CHARGING)
+    for t in (31.0, 32.0):  # valid 30 s from receipt: expired
+        ctl.update(t, CHARGING)
+    lk.receive_limits(40.0, limits(40.0, {"st1.1": 16.0, "st1.2": 16.0}))
+    ctl.update(40.0, CHARGING)
+    ctl.update(41.0, CHARGING, link_up=False)
+    ctl.update(42.0, CHARGING, link_up=False)
+    said = [r.getMessage() for r in caplog.records if r.name == "ampshare.link"]
+    assert said == [
+        "station st1: fallback until the coordinator's first limits arrive (each port at its "
+        "fallback level)",
+        "station st1: sharing: the coordinator's limits are in force (valid 30 s)",
+        "station st1: fallback: the coordinator's last limits expired, 30 s after they arrived, "
+        "with none since (ports above their fallback level come down now, the others may rise "
+        "17 s later)",
+        "station st1: sharing: the coordinator's limits are in force (valid 30 s)",
+        "station st1: fallback: the link to the broker is down (ports above their fallback "
+        "level come down now, the others may rise 17 s later)",
+    ]

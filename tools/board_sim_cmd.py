@@ -2,8 +2,10 @@
 
 The one job of this command is to put ``hal.serial.board.BoardSim`` on a pty so that a station
 (``hardware: serial:///tmp/ampshare-board``) can run against it: it prints the device path (and
-makes a symlink to it with ``--link``), plugs in the vehicles given with ``--ev`` / ``--evs``,
-prints one line per board event and runs until Ctrl-C or SIGTERM.
+makes a symlink to it with ``--link``) on stdout, plugs in the vehicles given with ``--ev`` /
+``--evs``, logs one line per board event (``-q``: none) and runs until Ctrl-C or SIGTERM. A
+``--link`` that already points to a live pseudo-terminal (another board simulator) is taken:
+the command says so and exits 2 rather than stealing it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from tools.args import duration
 
 _OUTPUTS = {0: "steady", 1: "pwm", 2: "F"}
+log = logging.getLogger("ampshare.board-sim")
 
 
 def register(sub: Any) -> None:
@@ -58,7 +61,6 @@ def register(sub: Any) -> None:
     parser.add_argument("--voltage", type=float, default=208.0, help="port voltage (default 208)")
     parser.add_argument("--seed", type=int, default=0, help="meter noise seed")
     parser.add_argument("--for", dest="duration", type=duration, help="stop by itself after this")
-    parser.add_argument("--quiet", action="store_true", help="no line per board event")
     parser.set_defaults(run=run)
 
 
@@ -137,7 +139,14 @@ def run(args: argparse.Namespace) -> int:
     if args.link and os.path.lexists(args.link) and not os.path.islink(args.link):
         print(f"ampshare board-sim: {args.link} exists and is not a symlink", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="board-sim: %(message)s", stream=sys.stderr)
+    if args.link and os.path.islink(args.link) and os.path.exists(args.link):
+        # A dangling link is what a killed simulator leaves: taken over. A live one is not.
+        print(
+            f"ampshare board-sim: --link {args.link} is taken: it points to "
+            f"{os.readlink(args.link)}, another board simulator's (stop it, or pick another path)",
+            file=sys.stderr,
+        )
+        return 2
     bus = SimBus(port_ids, evs, voltage_v=args.voltage, jumper=args.jumper, seed=args.seed)
     board = BoardSim.on_pty(bus, heartbeat_timeout_s=args.heartbeat_timeout)
     assert board.path is not None
@@ -151,16 +160,15 @@ def run(args: argparse.Namespace) -> int:
         f"watchdog up to {args.heartbeat_timeout:g} s, {len(evs)} vehicle(s)",
         flush=True,
     )
-    if not args.quiet:
-        shown_lines: dict[int, str] = {}
+    shown_lines: dict[int, str] = {}
 
-        def show(t: float, status: Any) -> None:
-            for i, line in enumerate(_describe(status)):
-                if shown_lines.get(i) != line:
-                    shown_lines[i] = line
-                    print(f"t={t:8.2f}s {line}", flush=True)
+    def show(t: float, status: Any) -> None:
+        for i, line in enumerate(_describe(status)):
+            if shown_lines.get(i) != line:
+                shown_lines[i] = line
+                log.info("%s", line)
 
-        board.on_event = show
+    board.on_event = show
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -181,5 +189,5 @@ def run(args: argparse.Namespace) -> int:
         board.close()
         if args.link and os.path.islink(args.link) and os.readlink(args.link) == board.path:
             os.unlink(args.link)
-    print("board-sim: stopped", flush=True)
+    log.info("stopped")
     return 0

@@ -1,13 +1,23 @@
-"""The ``ampshare`` command line: run a station, check a config, allocate once."""
+"""The ``ampshare`` command line: run a station, check a config, allocate once.
+
+Every subcommand takes the logging options of ``tools.logs`` (``-v``, ``-q``, ``--log-level``).
+A closed stdout (``ampshare allocate ... | head``) ends the command quietly, as it does a Unix
+tool: exit status 141 (128 + SIGPIPE), what a shell reports for a tool killed by the signal.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from tools import logs
 from tools.args import duration
+
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 def _version() -> str:
@@ -36,7 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="run the clock this many times faster (simulated hardware only)",
     )
-    run.add_argument("--no-live", action="store_true", help="plain log lines, no live table")
+    run.add_argument(
+        "--no-live", action="store_true", help="log lines, no live table (always so without a tty)"
+    )
+    run.add_argument(
+        "--broker",
+        metavar="URL",
+        help="the link's MQTT broker instead of the config's (mqtt://HOST:PORT, mqtts://...)",
+    )
     run.add_argument(
         "--state-dir",
         help="where lockouts and GFCI counts survive restarts (default: $STATE_DIRECTORY, "
@@ -69,16 +86,46 @@ def _parser() -> argparse.ArgumentParser:
     board_sim_cmd.register(sub)
     coordinator_cmd.register(sub)
     keygen_cmd.register(sub)
+    for command in {id(p): p for p in sub.choices.values()}.values():
+        _add_log_options(command)
     return parser
 
 
+def _add_log_options(parser: argparse.ArgumentParser) -> None:
+    # On the leaves only (``config check``, ``meter probe``): a nested subcommand's defaults
+    # would overwrite what its parent parsed.
+    nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not nested:
+        logs.add_options(parser)
+    for action in nested:
+        for child in {id(p): p for p in action.choices.values()}.values():
+            _add_log_options(child)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # Python's own advice (the signal module's docs, "Note on SIGPIPE"): point stdout at
+        # /dev/null so that the interpreter's final flush cannot raise a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    logs.setup(args)
     if args.command == "run":
         from tools.run_cmd import run_command
 
         return run_command(
-            args.config, args.duration, args.speed, live=not args.no_live, state_dir=args.state_dir
+            args.config,
+            args.duration,
+            args.speed,
+            live=not args.no_live,
+            state_dir=args.state_dir,
+            broker=args.broker,
         )
     if args.command == "config":
         from tools.config_cmd import config_check

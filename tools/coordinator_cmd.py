@@ -2,8 +2,9 @@
 
 One job: run the coordinator (``firmware.link.coordinator.CoordinatorCore`` behind
 ``firmware.link.mqtt.CoordinatorService``) for a site file until Ctrl-C or ``--for``, and show
-what it does: one log line per station whose limits change (or a live table on a terminal),
-per station status change and per dynamic limit change (time of use, site meter). Site meters:
+what it does: one log record (``tools.logs``) per station whose limits change, per station
+status change and per dynamic limit change (time of use, site meter); on a terminal, a live
+table instead of the first kind. Site meters:
 a group's ``meter: {url: ...}`` is opened through the meter backends (hal/registry.py) and
 polled; ``meter: {topic: true}`` is read from ``ampshare/v1/<site>/meter/<group>``
 (docs/mqtt.md). Exit codes: 0 done, 2 bad input (site file as ``FILE:LINE: FIELD: message``,
@@ -22,7 +23,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from hal.durations import format_duration
 from tools.args import duration
+
+log = logging.getLogger("ampshare.coordinator")
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -150,12 +154,9 @@ def run(args: argparse.Namespace) -> int:
             except (registry.BackendError, ValueError) as exc:
                 return _fail(f"{args.site}: site meter of group {group}: {exc}")
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
     core = CoordinatorCore(site, settings, keyring=keyring)
     if keyring is None:
-        logging.getLogger("ampshare.coordinator").warning(
+        log.warning(
             "INSECURE: no site key; limits go out unsigned and telemetry is not verified: "
             "anyone who can publish on the broker can forge limits (docs/mqtt.md, Threat model)"
         )
@@ -170,11 +171,15 @@ def run(args: argparse.Namespace) -> int:
         meters=meters,
         on_step=report.step,
     )
-    print(
-        f"coordinator of site {site.spec.id}: {len(site.stations)} stations, "
-        f"{len(site.spec.ports)} ports, broker {broker.url}, limits valid {args.valid:g} s, "
-        f"republished every {args.period:g} s",
-        flush=True,
+    log.info(
+        "coordinator of site %s: %d stations, %d ports, broker %s, limits valid %s, "
+        "republished every %s",
+        site.spec.id,
+        len(site.stations),
+        len(site.spec.ports),
+        broker.url,
+        format_duration(args.valid),
+        format_duration(args.period),
     )
     live = not args.no_live and sys.stdout.isatty()
 
@@ -228,8 +233,7 @@ class _Report:
         self._groups: dict[str, float] = {}
 
     def _print(self, line: str) -> None:
-        if not self.quiet:
-            print(f"t={self.clock():9.2f}s {line}", flush=True)
+        log.info("%s", line)
 
     def step(self, now: float, messages: list[Any]) -> None:
         alarms = self.core.alarms()
@@ -249,7 +253,8 @@ class _Report:
             if dict(self.limits.get(m.station, {})) != dict(m.ports):
                 self.limits[m.station] = dict(m.ports)
                 ports = " ".join(f"{pid}={a:g}A" for pid, a in sorted(m.ports.items()))
-                self._print(f"limits {m.station}: {ports}")
+                if not self.quiet:  # the live table shows them
+                    self._print(f"limits {m.station}: {ports}")
 
     def table(self) -> Any:
         from rich.table import Table

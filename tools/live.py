@@ -1,4 +1,5 @@
-"""The live station table of ``ampshare run``: one row per port, one per limit."""
+"""The live station table of ``ampshare run``: one row per port, one per limit; and the words
+for what limits a port (``limited_by``) that the table and the run's log lines share."""
 
 from __future__ import annotations
 
@@ -16,6 +17,34 @@ SocLookup = Callable[[str], float | None]
 
 # Redraw at most this often: a terminal cannot show more, and the loop runs at 20 Hz.
 REFRESH_HZ = 4.0
+
+
+# What `controller.model.Decision.binding`'s words mean to someone reading a station's table.
+_LIMITED_BY = {
+    "": "-",
+    "idle": "-",
+    "port": "port rating",
+    "demand": "vehicle",
+    "finished": "vehicle (finished)",
+    "not-responding": "vehicle not responding",
+    "paused": "rotation (paused)",
+    "fallback": "fallback (no coordinator)",
+    "sequencing": "sequencing",
+    "coordinator": "coordinator",
+    "schedule": "schedule",
+}
+
+
+def limited_by(binding: str) -> str:
+    """What limits a port, in words: ``coordinator``, ``breaker feed``, ``breaker panel L2``,
+    ``site kW limit``, ``port rating``, ``vehicle``..."""
+    said = _LIMITED_BY.get(binding)
+    if said is not None:
+        return said
+    group, _, part = binding.partition(":")
+    if part == "kW":
+        return f"{group} kW limit"
+    return f"breaker {group} {part}" if part else f"breaker {group}"
 
 
 def _fmt_a(value: float | None) -> str:
@@ -62,7 +91,7 @@ def render(snap: Snapshot, title: str, soc: SocLookup | None = None) -> Group:
             "closed" if view.contactor else "open",
             "-" if view.energy_wh is None else f"{view.energy_wh / 1000:.2f}",
             "-" if level is None else f"{level:.0%}",
-            view.binding,
+            limited_by(view.binding),
         )
     limits = Table(expand=False)
     limits.add_column("limit")

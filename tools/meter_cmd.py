@@ -56,7 +56,9 @@ def register(sub: Any) -> None:
         help="serve simulated meters of a model over Modbus TCP",
         description="Answer as meters of a model (one per --unit) on a Modbus TCP port.",
     )
-    serve.add_argument("--model", required=True, help="a map in configs/meters/ or a .yaml path")
+    serve.add_argument(
+        "--model", required=True, help="a shipped model (e.g. sdm630) or a .yaml path"
+    )
     serve.add_argument("--port", type=int, required=True, help="TCP port (0: any free one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument(
@@ -136,9 +138,9 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         asyncio.run(_serve_until_stopped(meter_map, units, args))
-    except OSError as exc:
+    except OSError as exc:  # the address is taken (hal.listen): the user's to change
         print(f"ampshare meter serve: {exc}", file=sys.stderr)
-        return EXIT_NO_ANSWER
+        return EXIT_BAD_INPUT
     except ValueError as exc:  # a value the model's registers cannot hold
         print(f"ampshare meter serve: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

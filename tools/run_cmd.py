@@ -1,13 +1,20 @@
 """``ampshare run``: the station firmware in real time, with a live table or log lines.
 
+On a terminal, a live table (``tools.live``); otherwise (journald, a file) one log record
+(``tools.logs``) whenever a port's mode, offer, fault or what limits it changes. Either way the
+last record says how the run ended and that every port was left safe.
+
 Lockouts and GFCI trip counts are kept in ``<state dir>/<station id>.ports.json``
 (``firmware.portstate``): ``--state-dir``, by default ``$STATE_DIRECTORY`` (systemd's
 ``StateDirectory=``), else ``$XDG_STATE_HOME/ampshare`` or ``~/.local/state/ampshare``.
+``--broker URL`` puts the station's link on another broker than its config names.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import signal
 import sys
 import time
@@ -17,33 +24,59 @@ from rich.console import Console
 from firmware.config import ConfigError, load_station
 from firmware.portstate import attach, default_state_dir
 from firmware.runner import RealtimeRunner
-from firmware.station import Snapshot
+from firmware.station import PortView, Snapshot
 from hal.clock import StationClock
+from hal.durations import format_duration
 from hal.registry import BackendError, scheme_of
 from hal.sim.bus import SimBus
-from tools.live import LiveView, render
+from tools.live import LiveView, limited_by
+
+log = logging.getLogger("ampshare.station")
 
 
 class _LogLines:
-    """Without a terminal: one line whenever a port's mode, offer or fault changes."""
+    """Without a terminal: one record whenever a port's mode, offer, fault or limit changes."""
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self._seen: dict[str, tuple[str, float, str | None]] = {}
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._seen: dict[str, tuple[str, float, str | None, str]] = {}
         self.last: Snapshot | None = None
 
     def update(self, snap: Snapshot) -> None:
         self.last = snap
         for view in snap.ports:
-            key = (view.mode.value, view.offer_a, view.fault)
+            key = (view.mode.value, view.offer_a, view.fault, view.binding)
             if self._seen.get(view.id) != key:
                 self._seen[view.id] = key
-                drawn = "-" if view.drawn_a is None else f"{view.drawn_a:.1f}"
-                fault = f" fault={view.fault}" if view.fault else ""
-                self.console.print(
-                    f"t={snap.t:9.2f}s port {view.id}: {view.mode.value:9s} "
-                    f"offer={view.offer_a:5.1f} A drawn={drawn} A ({view.binding}){fault}"
-                )
+                self._port(snap, view, "")
+        if snap.inhibit and self._seen.get("") != (snap.inhibit, 0.0, None, ""):
+            self._seen[""] = (snap.inhibit, 0.0, None, "")
+            log.error("NOT ENERGIZING: %s", snap.inhibit)
+
+    def final(self) -> None:
+        """Each port as the run left it, energy included (what a live table would show)."""
+        if self.last is not None:
+            for view in self.last.ports:
+                self._port(self.last, view, " at the end")
+
+    def _port(self, snap: Snapshot, view: PortView, when: str) -> None:
+        # Sped up, the wall clock of the record is not the station's: say the station's too.
+        clock = "" if self.speed == 1.0 else f"[station time {format_duration(snap.t)}] "
+        drawn = "-" if view.drawn_a is None else f"{view.drawn_a:.1f}"
+        why = limited_by(view.binding)
+        energy = f", {view.energy_wh / 1000:.2f} kWh" if when and view.energy_wh else ""
+        log.info(
+            "%sport %s%s: %s, offer %.1f A, drawn %s A%s%s%s",
+            clock,
+            view.id,
+            when,
+            view.mode.value,
+            view.offer_a,
+            drawn,
+            "" if why == "-" else f", limited by {why}",
+            f", fault {view.fault}" if view.fault else "",
+            energy,
+        )
 
 
 def run_command(
@@ -53,12 +86,22 @@ def run_command(
     *,
     live: bool,
     state_dir: str | None = None,
+    broker: str | None = None,
 ) -> int:
     try:
         config = load_station(config_path)
     except ConfigError as exc:
         print(f"ampshare: {exc}", file=sys.stderr)
         return 2
+    if broker is not None:
+        if config.link is None:
+            print(f"ampshare: --broker: {config_path} has no link: block", file=sys.stderr)
+            return 2
+        try:
+            config = dataclasses.replace(config, link=config.link.with_broker(broker))
+        except ValueError as exc:
+            print(f"ampshare: --broker: {exc}", file=sys.stderr)
+            return 2
     try:
         if speed != 1.0 and scheme_of(config.hardware_url) != "sim":
             print("ampshare: --speed needs simulated hardware (sim://)", file=sys.stderr)
@@ -88,23 +131,43 @@ def run_command(
         return None
 
     console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=132)  # log files: no 80-column truncation
     title = f"ampshare {config.id} ({config.model}{', jumper' if config.jumper else ''})"
     runner = RealtimeRunner(station, period_s=config.loop_period_s, speed=speed, clock=clock)
+    link = "" if config.link is None else f", site {config.link.site} via {config.link.broker}"
+    log.info(
+        "station %s (%s%s): ports %s, hardware %s%s%s",
+        config.id,
+        config.model,
+        ", jumper" if config.jumper else "",
+        ", ".join(config.port_ids),
+        config.hardware_url,
+        link,
+        "" if speed == 1.0 else f", clock {speed:g}x",
+    )
+    stopped_by: list[str] = []
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, runner.stop)
+            loop.add_signal_handler(sig, _stop, sig)
         if live and console.is_terminal:
             with LiveView(title, console, soc) as view:
                 await runner.run(duration, view.update)
         else:
-            lines = _LogLines(console)
+            lines = _LogLines(speed)
             await runner.run(duration, lines.update)
-            if lines.last is not None:
-                console.print(render(lines.last, title, soc))
+            lines.final()
 
-    asyncio.run(main())
+    def _stop(sig: signal.Signals) -> None:
+        stopped_by.append(sig.name)
+        runner.stop()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:  # a listener of a backend (a sim meter server's port) is taken
+        print(f"ampshare: {config_path}: {exc}", file=sys.stderr)
+        return 2
+    # The runner returns only after Station.shutdown: PWM off and contactor open on each port.
+    why = f"stopped by {stopped_by[0]}" if stopped_by else "stopped (--for elapsed)"
+    log.info("%s: every port left safe (PWM off, contactor open)", why)
     return 0

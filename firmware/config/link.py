@@ -9,7 +9,7 @@ redact any password written into a URL before an error message or a log repeats 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from firmware.link.auth import KeyFileError, Keyring, load_keyring
@@ -47,6 +47,16 @@ class LinkConfig:
     # true`` (a lab link whose limits anyone on the broker can forge).
     keyring: Keyring | None = field(default=None, repr=False)
     key_file: str | None = None
+
+    def with_broker(self, url: str) -> LinkConfig:
+        """This link on another broker (``ampshare run --broker``); ValueError for a URL that
+        is not a broker's, or that drops TLS the block's ``tls:`` options were written for."""
+        host, port, tls = parse_broker_url(url)
+        if not tls and (self.ca or self.cert):
+            raise ValueError(
+                f"{redact_url(url)}: the link's tls: options need an mqtts:// broker URL"
+            )
+        return replace(self, broker=url, host=host, port=port, tls=tls)
 
 
 _LINK_KEYS = (

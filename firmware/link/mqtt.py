@@ -218,6 +218,12 @@ class MqttService:
 
     async def start(self) -> None:
         if self._task is None:
+            log.info(
+                "%s: connecting to %s%s",
+                self.name,
+                self.settings.url,
+                "" if self.settings.username is None else f" as {self.settings.username}",
+            )
             self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name=f"{self.name}:{self.identifier}")
 

@@ -6,11 +6,14 @@ system's smart-charging profiles next). A source is a `RemoteLimits`; `RemoteLim
 runs the station's `Controller` under any number of them at once: each tick every port's cap
 is the lowest any source puts on it, applied with `LimitTree.with_port_caps`, which only ever
 lowers (the station's own breakers stay in its tree whatever a source says: docs/design.md,
-"Safety is local"). Pure, like the controller: no clock, no I/O.
+"Safety is local"). A port held under its own cap by a source is said to be limited by that
+source's ``label`` ("coordinator", "schedule"), never by "port". Pure, like the controller:
+no clock, no I/O.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -24,6 +27,12 @@ __all__ = ["RemoteLimitedController", "RemoteLimits"]
 
 class RemoteLimits(Protocol):
     """A source of remote caps for the ports of one station (their local ids)."""
+
+    @property
+    def label(self) -> str:
+        """What a port held by this source is limited by (``Decision.binding``): one of
+        ``controller.limits.REMOTE_LABELS``."""
+        ...
 
     @property
     def local_ids(self) -> tuple[str, ...]:
@@ -105,6 +114,7 @@ class RemoteLimitedController:
         self, now: float, observations: Mapping[str, PortObservation], *, link_up: bool = True
     ) -> Decision:
         caps: dict[str, float] = {}
+        holder: dict[str, str] = {}
         up = True
         for source in self.sources:
             if not link_up:
@@ -112,14 +122,34 @@ class RemoteLimitedController:
             source.observe(now, observations)
             up = source.up(now) and up
             for pid, cap in source.in_force(now).items():
-                caps[pid] = min(cap, caps.get(pid, cap))
+                if pid not in caps or cap < caps[pid]:
+                    caps[pid], holder[pid] = cap, source.label
         if caps != self._applied:
             self.controller.set_tree(self._base.with_port_caps(caps))
             self._applied = caps
         for source in self.sources:
             source.applied(now, caps)
         self._now = now
-        return self.controller.update(now, observations, link_up=up)
+        decision = self.controller.update(now, observations, link_up=up)
+        return self._said_why(decision, caps, holder) if up else decision
+
+    def _said_why(
+        self, decision: Decision, caps: Mapping[str, float], holder: Mapping[str, str]
+    ) -> Decision:
+        """``decision`` with the ports a source holds under their own cap limited by it: the
+        allocation sees a remote cap as the port's cap ("port"), or, under the minimum, as no
+        current at all ("paused")."""
+        ports = self._base.ports
+        said: dict[str, str] = {}
+        for pid, why in decision.binding.items():
+            cap = caps.get(pid)
+            if cap is None or cap >= ports[pid].cap_a:
+                continue
+            if why == "port" or (why == "paused" and cap < ports[pid].min_a):
+                said[pid] = holder[pid]
+        if not said:
+            return decision
+        return dataclasses.replace(decision, binding={**decision.binding, **said})
 
     def next_deadline(self) -> float | None:
         times = [self.controller.next_deadline()]

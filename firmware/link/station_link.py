@@ -159,6 +159,9 @@ class _Applied:
 class StationLink:
     """One station's view of its coordinator: the limits it applies and the telemetry it sends."""
 
+    # A port this link holds under its own cap is "limited by coordinator" (RemoteLimits).
+    label = "coordinator"
+
     def __init__(
         self,
         site: str,
@@ -219,6 +222,7 @@ class StationLink:
         self._applied: _Applied | None = None
         self._boot: float | None = None
         self._sharing_logged: bool | None = None
+        self._dropped = False  # the limits in force ended because the link went down
         self._tokens = flood_burst
         self._tokens_at: float | None = None
         self._sessions: dict[str, float] = {}
@@ -296,6 +300,7 @@ class StationLink:
     def _apply(self, now: float, msg: Limits) -> None:
         caps = {self._local[pid]: float(a) for pid, a in msg.ports.items()}
         self._applied = _Applied(msg.ts, now + msg.valid_s, caps, now)
+        self._dropped = False
         self.accepted += 1
         if self._episode:
             total = sum(self._episode.values())
@@ -344,6 +349,7 @@ class StationLink:
         applied = self._applied
         if applied is not None and now < applied.expires:
             self._applied = _Applied(applied.ts, now, applied.caps, applied.rx)
+            self._dropped = True
 
     # --- caps out -------------------------------------------------------------------------
 
@@ -403,15 +409,36 @@ class StationLink:
             self._boot = now
 
     def _note_mode(self, now: float, *, sharing: bool) -> None:
+        """Say each change between sharing and fallback once, with its reason."""
         if self._sharing_logged is sharing:
             return
+        applied = self._applied
         if sharing:
-            self._log.info("station %s: sharing (coordinator limits in force)", self.station)
-        elif self._sharing_logged is not None:
-            self._log.warning(
-                "station %s: no valid limits from the coordinator: fallback (ports above their "
-                "fallback level come down now, the others may rise %.0f s later)",
+            assert applied is not None
+            self._log.info(
+                "station %s: sharing: the coordinator's limits are in force (valid %.0f s)",
                 self.station,
+                applied.expires - applied.rx,
+            )
+        elif self._sharing_logged is None:
+            self._log.info(
+                "station %s: fallback until the coordinator's first limits arrive (each port "
+                "at its fallback level)",
+                self.station,
+            )
+        else:
+            assert applied is not None
+            why = (
+                "the link to the broker is down"
+                if self._dropped
+                else f"the coordinator's last limits expired, {now - applied.rx:.0f} s after "
+                "they arrived, with none since"
+            )
+            self._log.warning(
+                "station %s: fallback: %s (ports above their fallback level come down now, the "
+                "others may rise %.0f s later)",
+                self.station,
+                why,
                 self.rise_delay_s,
             )
         self._sharing_logged = sharing

@@ -20,6 +20,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from hal.interfaces import MeterReading
+from hal.listen import cannot_listen
 from hal.modbus import codec
 from hal.modbus.line import quiet_pymodbus
 from hal.modbus.maps import FUNCTIONS, MeterMap, load_map
@@ -225,8 +226,12 @@ class MeterServer:
         try:
             await server.serve_forever(background=True)
         except RuntimeError as exc:
-            where = self.serial.device if self.serial else f"{self.host}:{self.port}"
-            raise OSError(f"cannot serve Modbus on {where} (in use, or no permission)") from exc
+            if self.serial is None:
+                raise cannot_listen(self.host, self.port, "Modbus meter server") from exc
+            raise OSError(
+                f"Modbus meter server: cannot serve on {self.serial.device} (in use, or no "
+                "permission)"
+            ) from exc
         if self.serial is None:
             sockets = getattr(server.transport, "sockets", None)
             if sockets:
