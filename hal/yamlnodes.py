@@ -15,6 +15,7 @@ have forgotten where they came from, and an installer fixing a site file needs t
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -97,6 +98,17 @@ class ConfigError(Exception):
         if field:
             return f"{where}: {field}: {message}"
         return f"{where}: {message}"
+
+
+def did_you_mean(word: str, allowed: Collection[str]) -> str:
+    """``"; did you mean 'breaker_a'?"`` when ``word`` is a likely typo of one of ``allowed``,
+    else ``""``: the tail of an "unknown key" refusal. After the allowed list, which can be
+    long, so that the refusal still starts as it always has."""
+    by_lower = {name.lower(): name for name in allowed}
+    # difflib's default cutoff (0.6): breakr_a -> breaker_a, jumpr -> jumper, maxa -> max_a,
+    # while an unrelated word gets no suggestion rather than a misleading one.
+    close = difflib.get_close_matches(word.lower(), by_lower, n=1)
+    return f"; did you mean {by_lower[close[0]]!r}?" if close else ""
 
 
 def _type_name(node: yaml.Node) -> str:
@@ -238,7 +250,9 @@ class Value:
         values: dict[str, Value] = {}
         for key, (key_node, value_node) in self._pairs(node, [], {}).items():
             if allowed is not None and key not in allowed:
-                self.child(key_node, key).fail(f"unknown key (allowed: {', '.join(allowed)})")
+                self.child(key_node, key).fail(
+                    f"unknown key (allowed: {', '.join(allowed)}){did_you_mean(key, allowed)}"
+                )
             values[key] = self.child(value_node, key, int(key_node.start_mark.line) + 1)
         fields = Fields(self, values)
         missing = [key for key in required if key not in fields.values]

@@ -62,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
-    check = config_sub.add_parser("check", help="validate a station or site config")
+    check = config_sub.add_parser(
+        "check", help="validate a station, site, state, scenario or meter map file"
+    )
     check.add_argument("file")
 
     sim = sub.add_parser("sim", help="run a scenario in virtual time through the firmware loop")

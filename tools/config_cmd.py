@@ -1,15 +1,24 @@
-"""`ampshare config check FILE`: validate a station or site config and summarise it.
+"""`ampshare config check FILE`: tell what kind of file it is, read it as the program does.
 
 One job: tell an installer, before anything runs, whether a file is accepted and what the
-firmware understood from it (ports, breaker groups with their 80 % limits, the jumper), or
-give the one-line ``FILE:LINE: FIELD: message`` refusal. A file with ``site:`` at the top is
-a site file; anything else is read as a station file.
+program understood from it, or give the one-line ``FILE:LINE: FIELD: message`` refusal. Every
+kind of file the project reads is checked by the loader the program itself uses for it: a
+station file (``ampshare run``), a site file (``allocate``, ``coordinator``), a state file
+(``allocate``; alone, so its port ids wait for ``allocate`` to meet the site), a scenario
+(``ampshare sim``, with the station or site file it names) and a meter register map
+(``hal.modbus.maps``).
+
+The kind is told by the keys at the top of the file: of the keys each kind's loader allows,
+the ones no other kind allows; the kind with most of them wins. A file with none of them is a
+site file if it says ``site:``, a state file if its ``ports:`` is a mapping (ports by id), and
+otherwise a station file, whose loader then says what is wrong.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from typing import Literal
 
 import yaml
 
@@ -17,28 +26,74 @@ from controller.limits import LimitTree, TreeError
 from controller.model import GroupSpec, PortSpec, SiteSpec
 from firmware.config import (
     ConfigError,
+    State,
     StationConfig,
     load_document,
+    load_state,
     site_from_value,
     station_from_value,
 )
+from firmware.config.site import SITE_KEYS
+from firmware.config.state import STATE_KEYS
+from firmware.config.station import STATION_KEYS
+from hal.durations import format_duration
+from hal.modbus.maps import MAP_KEYS, MeterMap, read_map
 from hal.sim.config import SimSection
+from hal.yamlnodes import Value
+from tools.scenario import SCENARIO_KEYS, Scenario, load_scenario
 
 EXIT_OK = 0
 EXIT_INVALID = 2
 
+Kind = Literal["station", "site", "state", "scenario", "meter map"]
+
+# Each kind's allowed top-level keys, as its loader has them (dict order breaks a tie).
+_KEYS: dict[Kind, tuple[str, ...]] = {
+    "station": STATION_KEYS,
+    "site": SITE_KEYS,
+    "state": STATE_KEYS,
+    "scenario": SCENARIO_KEYS,
+    "meter map": MAP_KEYS,
+}
+_OWN_KEYS: dict[Kind, frozenset[str]] = {
+    kind: frozenset(keys).difference(*(k for other, k in _KEYS.items() if other != kind))
+    for kind, keys in _KEYS.items()
+}
+
+
+def file_kind(doc: Value) -> Kind:
+    """The kind of file ``doc`` is, from the keys at its top (module docstring)."""
+    if not isinstance(doc.node, yaml.MappingNode):
+        return "station"  # its loader refuses it, saying what it expected
+    top = {key.value: value for key, value in doc.node.value if isinstance(key, yaml.ScalarNode)}
+    scores = {kind: len(own.intersection(top)) for kind, own in _OWN_KEYS.items()}
+    best = max(scores, key=scores.__getitem__)
+    if scores[best]:
+        return best
+    if "site" in top:
+        return "site"
+    if isinstance(top.get("ports"), yaml.MappingNode):
+        return "state"
+    return "station"
+
 
 def check_config(path: str) -> str:
-    """The summary of the config at ``path``; ConfigError (or TreeError) if it is refused.
+    """The summary of the file at ``path``; ConfigError (or TreeError) if it is refused.
 
     The whole of what `config check` does short of printing, so that the fuzz test
     (tests/configfuzz.py) runs exactly this dispatch in-process.
     """
     doc = load_document(path)
-    is_site = isinstance(doc.node, yaml.MappingNode) and any(
-        isinstance(key, yaml.ScalarNode) and key.value == "site" for key, _ in doc.node.value
-    )
-    if is_site:
+    kind = file_kind(doc)
+    if kind == "scenario":
+        scenario = load_scenario(path)
+        LimitTree.from_spec(scenario.site)
+        return _scenario_summary(scenario)
+    if kind == "meter map":
+        return _map_summary(read_map(doc))
+    if kind == "state":
+        return _state_summary(load_state(path, None))
+    if kind == "site":
         site = site_from_value(doc)
         LimitTree.from_spec(site)  # the loader's checks should make this never refuse
         return _site_summary(site)
@@ -48,7 +103,7 @@ def check_config(path: str) -> str:
 
 
 def config_check(path: str) -> int:
-    """Print a summary of the config at ``path`` and return 0, or the refusal and return 2."""
+    """Print a summary of the file at ``path`` and return 0, or the refusal and return 2."""
     try:
         text = check_config(path)
     except ConfigError as exc:
@@ -59,6 +114,10 @@ def config_check(path: str) -> int:
         return EXIT_INVALID
     print(text)
     return EXIT_OK
+
+
+def _count(n: int, one: str, many: str = "") -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _a(amps: float | None) -> str:
@@ -133,11 +192,46 @@ def _station_summary(config: StationConfig) -> str:
 def _site_summary(site: SiteSpec) -> str:
     return "\n".join(
         [
-            f"site {site.id}: {len(site.groups)} groups, {len(site.ports)} ports, "
+            f"site {site.id}: {_count(len(site.groups), 'group')}, "
+            f"{_count(len(site.ports), 'port')}, "
             f"policy {site.policy.value}",
             "groups:",
             *_tree_lines(site),
             "ports:",
             *(_port_line(port) for port in site.ports),
         ]
+    )
+
+
+def _scenario_summary(scenario: Scenario) -> str:
+    ports = _count(len(scenario.site.ports), "port")
+    if scenario.station_id is not None:
+        runs = f"station {scenario.station_id} ({ports})"
+    else:
+        assert scenario.site_config is not None
+        stations = _count(len(scenario.site_config.stations), "station")
+        how = "under a coordinator" if scenario.coordinator is not None else "as one controller"
+        runs = f"site {scenario.site.id} ({ports}, {stations} {how})"
+    return (
+        f"scenario {scenario.name}: {runs}, {format_duration(scenario.duration_s)}, "
+        f"{_count(len(scenario.evs), 'EV plug-in')}, {_count(len(scenario.events), 'event')}"
+    )
+
+
+def _state_summary(state: State) -> str:
+    charging = ", ".join(state.ports) if state.ports else "none: every port idle"
+    when = "" if state.time is None else f", at {state.time.isoformat(sep=' ')} (time of use)"
+    load = "" if state.site_load_kw is None else f", site load {state.site_load_kw:g} kW"
+    return (
+        f"state: {_count(len(state.ports), 'port')} charging ({charging}){when}{load}; "
+        "its port ids are checked against the site by `ampshare allocate SITE STATE`"
+    )
+
+
+def _map_summary(meter: MeterMap) -> str:
+    quantities = _count(len(meter.quantities), "quantity", "quantities")
+    return (
+        f"meter map {meter.model}: {meter.description or meter.source}; {meter.phases}-phase, "
+        f"{quantities} in {_count(len(meter.blocks), 'read')} "
+        f"(at most {meter.max_registers} registers each)"
     )

@@ -28,6 +28,7 @@ from firmware.config import ConfigError, load_site_config, load_station, parse_c
 from firmware.link.coordinator import CoordinatorSettings
 from firmware.link.station_link import DEFAULT_RISE_DELAY_S, DEFAULT_TELEMETRY_PERIOD_S
 from firmware.port import PortConfig
+from hal.durations import format_duration
 from hal.pilot import EV_RESPONSE_S
 from hal.sim.bus import FAULT_KINDS
 from hal.sim.config import parse_evs
@@ -38,7 +39,7 @@ from hal.yamlnodes import Value, load_document
 # <= 5 s.
 COMPLIANT_RESPONSE_S = EV_RESPONSE_S
 
-_KEYS = (
+SCENARIO_KEYS = (
     "name",
     "description",
     "station",
@@ -132,7 +133,7 @@ def _relative(doc: Value, value: Value) -> str:
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read and validate a scenario; every error is a ConfigError naming file:line:field."""
     doc = load_document(path)
-    top = doc.mapping(_KEYS, ("duration",))
+    top = doc.mapping(SCENARIO_KEYS, ("duration",))
     station_v, site_v = top.get("station"), top.get("site")
     if (station_v is None) == (site_v is None):
         doc.fail("name exactly one of station: or site:", "station")
@@ -148,6 +149,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         control = station.control
         station_id: str | None = station.id
         site_config: SiteConfig | None = None
+        has_link = station.link is not None
     else:
         assert site_v is not None
         try:
@@ -156,6 +158,8 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
             site_v.fail(f"cannot use the site file: {exc}")
         site = site_config.spec
         jumper, port_config, station_id = False, PortConfig(), None
+        # A site file is what a coordinator shares: its stations are linked to one.
+        has_link = True
     port_ids = [p.id for p in site.ports]
     coordinator = None
     if (coord_v := top.get("coordinator")) is not None:
@@ -170,13 +174,17 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         top.require("duration").fail("must be > 0")
     evs_v = top.get("evs")
     evs = () if evs_v is None else parse_evs(evs_v, port_ids)
-    for ev, item in zip(evs, [] if evs_v is None else evs_v.sequence(), strict=False):
-        if ev.arrive_s < 0 or (ev.leave_s is not None and ev.leave_s <= ev.arrive_s):
-            item.fail("arrive must be >= 0 and leave after arrive", f"{item.field}.leave")
+    # parse_evs refuses a leave that is not after its arrive; only the scenario knows its end.
+    for ev, item in zip(evs, [] if evs_v is None else evs_v.sequence(), strict=True):
+        if ev.arrive_s >= duration:
+            (item.mapping(None).get("arrive") or item).fail(
+                f"arrives at {format_duration(ev.arrive_s)}, not before the scenario ends at "
+                f"{format_duration(duration)} (duration): it would never plug in"
+            )
     stations = () if site_config is None else tuple(site_config.stations)
-    events = () if (ev_v := top.get("events")) is None else _events(ev_v, port_ids, stations)
-    if ev_v is not None:
-        _check_events(ev_v, events, site_config, coordinator is not None)
+    written = () if (ev_v := top.get("events")) is None else _events(ev_v, port_ids, stations)
+    _check_events(written, site_config, coordinator is not None, has_link)
+    events = tuple(sorted((event for event, _ in written), key=lambda e: e.at))
     control_v = top.get("control")
     if control_v is not None:
         control = parse_control(control_v, control)
@@ -234,24 +242,39 @@ def _coordinator(value: Value) -> CoordinatorSpec:
 
 
 def _check_events(
-    value: Value, events: tuple[Event, ...], site: SiteConfig | None, coordinated: bool
+    written: tuple[tuple[Event, Value], ...],
+    site: SiteConfig | None,
+    coordinated: bool,
+    has_link: bool,
 ) -> None:
+    """What an event needs of the rest of the scenario; ``written``: each event with the value
+    of its kind's key (``link:``, ``site_load_kw:``...), where a refusal points."""
     root_kw = (
         next((g.limit_kw for g in site.spec.groups if g.parent is None), None) if site else None
     )
-    for event in events:
+    for event, where in written:
         if (event.station is not None or event.coordinator_restart) and not coordinated:
-            value.fail(
+            where.fail(
                 "station: on a link event and coordinator: restart need a coordinated site "
                 "scenario (coordinator: at the top level)"
             )
+        if event.link_up is not None and not has_link:
+            # The run would take the cut at its word: every port at its fallback level for
+            # the rest of the run, with nothing in the story to explain it.
+            where.fail(
+                "the station file has no link: block, so there is no coordinator to lose "
+                "(give the station a link: block, or use a site: scenario with coordinator:)"
+            )
         dlm = site is not None and (bool(site.meters) or root_kw is not None)
         if event.site_load_kw is not None and site is not None and not dlm:
-            value.fail("site_load_kw needs a group with meter: or a root limit_kw")
+            where.fail("site_load_kw needs a group with meter: or a root limit_kw")
 
 
-def _events(value: Value, port_ids: list[str], stations: tuple[str, ...] = ()) -> tuple[Event, ...]:
-    events = []
+def _events(
+    value: Value, port_ids: list[str], stations: tuple[str, ...] = ()
+) -> tuple[tuple[Event, Value], ...]:
+    """Each event, in file order, with the value of its kind's key (to point at)."""
+    events: list[tuple[Event, Value]] = []
     for item in value.sequence():
         fields = item.mapping(_EVENT_KEYS, ("at",))
         at_v = fields.require("at")
@@ -273,12 +296,12 @@ def _events(value: Value, port_ids: list[str], stations: tuple[str, ...] = ()) -
                 station = station_v.ident()
                 if station not in stations:
                     station_v.fail(f"no station {station!r} (stations: {', '.join(stations)})")
-            events.append(Event(at, link_up=word == "up", station=station))
+            events.append((Event(at, link_up=word == "up", station=station), link))
         elif (coord := fields.get("coordinator")) is not None:
             word = coord.string()
             if word != "restart":
                 coord.fail(f"{word!r} is not allowed (allowed: restart)")
-            events.append(Event(at, coordinator_restart=True))
+            events.append((Event(at, coordinator_restart=True), coord))
         elif (fault := fields.get("fault")) is not None:
             f = fault.mapping(_FAULT_KEYS, ("port", "kind"))
             port_v, kind_v = f.require("port"), f.require("kind")
@@ -289,11 +312,11 @@ def _events(value: Value, port_ids: list[str], stations: tuple[str, ...] = ()) -
                 kind_v.fail(f"{kind!r} is not allowed (allowed: {', '.join(FAULT_KINDS)})")
             clear_v = f.get("clear")
             clear = False if clear_v is None else clear_v.boolean()
-            events.append(Event(at, fault_port=port, fault_kind=kind, fault_clear=clear))
+            events.append((Event(at, fault_port=port, fault_kind=kind, fault_clear=clear), fault))
         else:
             load_v = fields.require("site_load_kw")
             load = load_v.number()
             if not load >= 0.0:
                 load_v.fail("must be >= 0")
-            events.append(Event(at, site_load_kw=load))
-    return tuple(sorted(events, key=lambda e: e.at))
+            events.append((Event(at, site_load_kw=load), load_v))
+    return tuple(events)

@@ -39,9 +39,15 @@ from firmware.config.common import (
 from hal import pilot
 from hal.yamlnodes import Value, fmt, load_document
 
-__all__ = ["load_site", "load_site_config", "site_config_from_value", "site_from_value"]
+__all__ = [
+    "SITE_KEYS",
+    "load_site",
+    "load_site_config",
+    "site_config_from_value",
+    "site_from_value",
+]
 
-_SITE_KEYS = ("site", "voltage_v", "policy", "min_a", "groups", "ports")
+SITE_KEYS = ("site", "voltage_v", "policy", "min_a", "groups", "ports")
 
 
 def load_site(path: str | os.PathLike[str]) -> SiteSpec:
@@ -64,7 +70,7 @@ def load_site_config(path: str | os.PathLike[str]) -> SiteConfig:
 
 def site_config_from_value(doc: Value) -> SiteConfig:
     """`load_site_config` from an already-read document."""
-    top = doc.mapping(_SITE_KEYS, ("site", "groups", "ports"))
+    top = doc.mapping(SITE_KEYS, ("site", "groups", "ports"))
     site_id = top.require("site").ident()
     voltage_v, policy, min_a = top_defaults(top)
     groups = [

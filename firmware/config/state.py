@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from controller.model import SiteSpec
 from hal.yamlnodes import Value, fmt, load_document
 
-__all__ = ["PortDemand", "State", "load_state"]
+__all__ = ["STATE_KEYS", "PortDemand", "State", "load_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,18 +36,22 @@ class State:
     site_load_kw: float | None = None
 
 
-_STATE_KEYS = ("time", "site_load_kw", "ports")
+STATE_KEYS = ("time", "site_load_kw", "ports")
 _STATE_PORT_KEYS = ("demand_a", "since")
 
 
-def load_state(path: str | os.PathLike[str], site: SiteSpec, *, site_meter: bool = False) -> State:
+def load_state(
+    path: str | os.PathLike[str], site: SiteSpec | None, *, site_meter: bool = False
+) -> State:
     """Read a state file (YAML or JSON, docs/design.md "File shapes") for ``site``.
 
     ``site_meter``: the site has a group with a ``meter:`` (DLM), which ``site_load_kw`` feeds;
-    without one it lowers the root group's limit_kw, which must then exist.
+    without one it lowers the root group's limit_kw, which must then exist. ``site`` None: the
+    file alone (``ampshare config check``, which has no site to read it against): everything
+    but its port ids and whether the site has a maximum for ``site_load_kw``.
     """
     doc = load_document(path)
-    top = doc.mapping(_STATE_KEYS)
+    top = doc.mapping(STATE_KEYS)
     time_value = top.get("time")
     load_value = top.get("site_load_kw")
     site_load = None
@@ -57,18 +61,19 @@ def load_state(path: str | os.PathLike[str], site: SiteSpec, *, site_meter: bool
             load_value.fail(f"{fmt(site_load)} is not allowed (must be >= 0 kW)")
         # Dynamic load management: the unmanaged load comes off the site maximum, the root
         # group's limit_kw (the guide, "How to set the Limits?" 3). Without one it means nothing.
-        root = next((g for g in site.groups if g.parent is None), None)
-        if not site_meter and (root is None or root.limit_kw is None):
-            name = "" if root is None else f" {root.id!r}"
-            load_value.fail(f"needs a site maximum, but the root group{name} has no limit_kw")
-    known = [p.id for p in site.ports]
+        if site is not None and not site_meter:
+            root = next((g for g in site.groups if g.parent is None), None)
+            if root is None or root.limit_kw is None:
+                name = "" if root is None else f" {root.id!r}"
+                load_value.fail(f"needs a site maximum, but the root group{name} has no limit_kw")
+    known = [] if site is None else [p.id for p in site.ports]
     ports: dict[str, PortDemand] = {}
     ports_value = top.get("ports")
     if ports_value is not None:
         entries = ports_value.mapping(None)
         for pid in entries:
             entry = entries.values[pid]
-            if pid not in known:
+            if site is not None and pid not in known:
                 entry.fail(f"unknown port {pid!r} (ports of site {site.id!r}: {', '.join(known)})")
             ports[pid] = _port_demand(entry)
     return State(

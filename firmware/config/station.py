@@ -40,7 +40,13 @@ from hal import registry
 from hal.registry import BUILTIN_METER
 from hal.yamlnodes import Fields, Value, fmt, load_document
 
-__all__ = ["DEFAULT_URL", "StationConfig", "load_station", "station_from_value"]
+__all__ = [
+    "DEFAULT_URL",
+    "STATION_KEYS",
+    "StationConfig",
+    "load_station",
+    "station_from_value",
+]
 
 # docs/design.md "J1772 / IEC 61851 timings": the contactor must open within 100 ms of C -> B,
 # and the loop is what notices C -> B, so one loop period must fit in that budget with margin.
@@ -90,7 +96,7 @@ class StationConfig:
         return dict(zip(self.port_ids, self.meter_urls, strict=True))[port_id]
 
 
-_STATION_KEYS = (
+STATION_KEYS = (
     "station",
     "model",
     "jumper",
@@ -116,7 +122,7 @@ def load_station(path: str | os.PathLike[str]) -> StationConfig:
 def station_from_value(doc: Value) -> StationConfig:
     """A station from an already-read document (``load_document``)."""
     path = doc.path
-    top = doc.mapping(_STATION_KEYS, ("station", "model", "groups", "ports"))
+    top = doc.mapping(STATION_KEYS, ("station", "model", "groups", "ports"))
     station_id = top.require("station").ident()
     model = _station_model(top.require("model"))
     jumper_value = top.get("jumper")

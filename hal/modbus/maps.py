@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from hal.yamlnodes import ConfigError, Value, load_document
+from hal.yamlnodes import ConfigError, Value, did_you_mean, load_document
 
 __all__ = [
     "FUNCTIONS",
@@ -248,9 +248,10 @@ def read_map(root: Value) -> MeterMap:
     top = root.mapping(MAP_KEYS)
     # Present but empty counts as present: its accessor then refuses the empty value.
     given = top.values
-    for required in ("model", "source", "phases", "max_registers_per_request", "quantities"):
+    needed = ("model", "source", "phases", "max_registers_per_request", "quantities")
+    for required in needed:
         if required not in given:
-            root.fail(f"{required}: missing (a map needs {', '.join(MAP_KEYS[:5])} and quantities)")
+            root.fail(f"{required}: missing (a map needs {', '.join(needed)})")
 
     phases_value = given["phases"]
     phases = phases_value.integer(1, 3)
@@ -270,7 +271,8 @@ def read_map(root: Value) -> MeterMap:
     quantities_value = given["quantities"]
     for qname, qvalue in quantities_value.mapping(None).values.items():
         if qname not in QUANTITIES:
-            qvalue.fail(f"unknown quantity (known: {', '.join(QUANTITIES)})")
+            known = ", ".join(QUANTITIES)
+            qvalue.fail(f"unknown quantity (known: {known}){did_you_mean(qname, QUANTITIES)}")
         quantities.append((_quantity(qname, qvalue, defaults), qvalue))
 
     for q, where in quantities:
