@@ -100,7 +100,11 @@ def test_bad_limit_messages_are_rejected_counted_and_never_applied(
                 for reason in reasons:
                     assert link.rejected[reason] >= 1, (reason, link.rejected)
 
-                # A flood: 1000 messages as fast as the client sends them.
+                # A flood: 1000 messages as fast as the client sends them. The allowance is
+                # counted in station seconds, which run SPEED times faster than the wall's: on
+                # a loaded machine the default rate refills as fast as a slowed client sends.
+                # A lower rate makes "faster than allowed" true at any machine speed.
+                link.flood_rate = 0.5
                 for i in range(1000):
                     await rogue.publish(topic, limits(ts=2000.0 + i, ports={"st1.1": 6.0}))
                 total = 1 + len(bad) + 1000
@@ -111,7 +115,7 @@ def test_bad_limit_messages_are_rejected_counted_and_never_applied(
                 assert rs.offers() == {"st1.1": 30.0, "st1.2": 0.0}  # nothing applied
 
                 # The link still works: a valid, newer message is applied.
-                await rig.hold(5)  # the flood limiter refills
+                await rig.hold(5)  # the flood limiter refills (2.5 messages' worth)
                 await rogue.publish(topic, limits(ts=1001.0, ports={"st1.1": 12, "st1.2": 12}))
                 await rig.until(lambda: rs.offers() == {"st1.1": 12.0, "st1.2": 12.0}, "12 A")
         finally:
