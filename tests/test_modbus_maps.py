@@ -217,7 +217,7 @@ def test_single_phase_map_with_a_second_phase_is_refused(tmp_path: Path) -> None
 def test_unknown_model_lists_the_known_ones() -> None:
     with pytest.raises(MapError, match=r"unknown meter model 'sdm999' \(known: abb-b23, em340"):
         load_map("sdm999")
-    with pytest.raises(MapError, match="no such map file"):
+    with pytest.raises(MapError, match="no such meter model file"):
         load_map("/nonexistent/map.yaml")
 
 

@@ -89,7 +89,13 @@ def test_coordinator_command_shares_with_a_station_and_reads_the_site_meter(
     """Waits on what it checks, never on time: the coordinator runs until the station shares
     at the meter's limit and the log has said so, then is stopped as a service manager would
     (SIGTERM). It once ran ``--for 4s`` and failed on a loaded machine."""
-    expected = ("station st1: sharing", "limit site:kW: 8", "limits st1: st1.1=16A st1.2=16A")
+    expected = ("station st1: sharing", "limits st1: st1.1=16A st1.2=16A")
+
+    def site_kw(log: list[str]) -> str | None:
+        # The limit as last logged: "limit site:kW: 8", or "4 -> 8" after a conservative start
+        # (a meter read late on a loaded machine: that was this test's flake).
+        said = [line.rpartition("limit site:kW: ")[2].strip() for line in log if "site:kW" in line]
+        return said[-1].rpartition(" -> ")[2] if said else None
 
     async def main() -> str:
         server = MeterServer("sdm630")
@@ -147,9 +153,11 @@ def test_coordinator_command_shares_with_a_station_and_reads_the_site_meter(
         try:
             # Generous: this bounds a hang, it does not time the system.
             await asyncio.wait_for(read_until_shared(), 120)
+        except TimeoutError:
+            raise AssertionError(f"not shared at 8 kW: {offers()}\n" + "".join(log)) from None
         finally:
             proc.terminate()
-            rest, err = await asyncio.wait_for(proc.communicate(), 30)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
             log.append(err.decode())
             runner.stop()
             await running
@@ -162,3 +170,4 @@ def test_coordinator_command_shares_with_a_station_and_reads_the_site_meter(
     out = asyncio.run(main())
     for line in expected:
         assert line in out
+    assert site_kw(out.splitlines()) == "8"  # 20 kW - 12 kW read from the meter

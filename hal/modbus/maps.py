@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from hal import shipped
 from hal.yamlnodes import ConfigError, Value, did_you_mean, load_document
 
 __all__ = [
@@ -199,30 +200,16 @@ def _block(function: str, run: Sequence[Quantity]) -> Block:
 
 def known_models() -> list[str]:
     """The shipped models: the map files in hal/modbus/meters/."""
-    return sorted(
-        p.name.removesuffix(".yaml")
-        for p in MAPS_DIR.iterdir()
-        if p.name.endswith(".yaml") and p.is_file()
-    )
+    return shipped.known("hal.modbus", "meters")
 
 
 def load_map(model: str) -> MeterMap:
     """The map of a shipped model (``sdm630``) or of a user's file (a path ending in .yaml)."""
-    if model.endswith((".yaml", ".yml")) or "/" in model:
-        path = Path(model)
-        if not path.is_file():
-            raise MapError(f"{model}: no such map file")
-        return _parse(path)
-    shipped = MAPS_DIR.joinpath(f"{model.lower()}.yaml")
-    if not shipped.is_file():
-        known = ", ".join(known_models()) or "none"
-        raise MapError(
-            f"unknown meter model {model!r} (known: {known}; or give the path of a .yaml map)"
-        )
-    # The one YAML reader takes a file path; as_file is that file itself for an installed
-    # package, and a temporary copy only for a package imported from a zip.
-    with resources.as_file(shipped) as path:
-        return _parse(path)
+    try:
+        with shipped.located("hal.modbus", "meters", model, "meter model") as path:
+            return _parse(path)
+    except FileNotFoundError as exc:
+        raise MapError(str(exc)) from None
 
 
 # ---- reading the file (hal.yamlnodes: line numbers, and the bounds on what a file may be) ----
