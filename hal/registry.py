@@ -24,6 +24,7 @@ from hal.yamlnodes import Value
 HARDWARE_BACKENDS: dict[str, str] = {
     "sim": "hal.sim.bus:open_hardware",
     "serial": "hal.serial.backend:open_hardware",
+    "gpio": "hal.gpio.backend:open_hardware",
 }
 # scheme -> "module:function". A meter function receives (url, clock=...).
 METER_BACKENDS: dict[str, str] = {
@@ -35,6 +36,7 @@ METER_BACKENDS: dict[str, str] = {
 # refuses it with a ConfigError naming file:line:field.
 SECTION_PARSERS: dict[str, str] = {
     "sim": "hal.sim.config:parse_section",
+    "gpio": "hal.gpio.config:parse_section",
 }
 # A port's meter: that names no backend of its own: the meter the hardware comes with (the sim
 # bus's simulated meter, a pilot board's current transformer), PortHardware.meter.

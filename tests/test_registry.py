@@ -34,7 +34,7 @@ def test_url_can_override_the_jumper_sense_to_simulate_a_miswired_station() -> N
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("nosuch://x", "no hardware backend for nosuch:// (known: serial://, sim://)"),
+        ("nosuch://x", "no hardware backend for nosuch:// (known: gpio://, serial://, sim://)"),
         ("/dev/ttyUSB0", "not a backend URL"),
         ("", "not a backend URL"),
     ],
@@ -88,7 +88,7 @@ def test_the_parsed_section_goes_back_to_the_backend_that_read_it() -> None:
 def test_a_section_for_a_backend_without_one_is_refused() -> None:
     with pytest.raises(
         registry.BackendError,
-        match=r"the serial:// backend has no config section \(backends with one: sim://\)",
+        match=r"the serial:// backend has no config section \(backends with one: gpio://, sim://\)",
     ):
         registry.parse_section("serial", None, ["1"])  # type: ignore[arg-type]
 

@@ -5,8 +5,9 @@ program understood from it, or give the one-line ``FILE:LINE: FIELD: message`` r
 kind of file the project reads is checked by the loader the program itself uses for it: a
 station file (``ampshare run``), a site file (``allocate``, ``coordinator``), a state file
 (``allocate``; alone, so its port ids wait for ``allocate`` to meet the site), a scenario
-(``ampshare sim``, with the station or site file it names) and a meter register map
-(``hal.modbus.maps``).
+(``ampshare sim``, with the station or site file it names), a meter register map
+(``hal.modbus.maps``) and a Pi board file (``hal.gpio.board``). A station on ``gpio://`` has its
+board file checked with it.
 
 The kind is told by the keys at the top of the file: of the keys each kind's loader allows,
 the ones no other kind allows; the kind with most of them wins. A file with none of them is a
@@ -37,6 +38,7 @@ from firmware.config.site import SITE_KEYS
 from firmware.config.state import STATE_KEYS
 from firmware.config.station import STATION_KEYS
 from hal.durations import format_duration
+from hal.gpio.board import BOARD_KEYS, Board, pin_table, read_board
 from hal.modbus.maps import MAP_KEYS, MeterMap, read_map
 from hal.sim.config import SimSection
 from hal.yamlnodes import Value
@@ -45,7 +47,7 @@ from tools.scenario import SCENARIO_KEYS, Scenario, load_scenario
 EXIT_OK = 0
 EXIT_INVALID = 2
 
-Kind = Literal["station", "site", "state", "scenario", "meter map"]
+Kind = Literal["station", "site", "state", "scenario", "meter map", "board"]
 
 # Each kind's allowed top-level keys, as its loader has them (dict order breaks a tie).
 _KEYS: dict[Kind, tuple[str, ...]] = {
@@ -54,6 +56,7 @@ _KEYS: dict[Kind, tuple[str, ...]] = {
     "state": STATE_KEYS,
     "scenario": SCENARIO_KEYS,
     "meter map": MAP_KEYS,
+    "board": BOARD_KEYS,
 }
 _OWN_KEYS: dict[Kind, frozenset[str]] = {
     kind: frozenset(keys).difference(*(k for other, k in _KEYS.items() if other != kind))
@@ -91,6 +94,8 @@ def check_config(path: str) -> str:
         return _scenario_summary(scenario)
     if kind == "meter map":
         return _map_summary(read_map(doc))
+    if kind == "board":
+        return _board_summary(read_board(doc))
     if kind == "state":
         return _state_summary(load_state(path, None))
     if kind == "site":
@@ -99,7 +104,33 @@ def check_config(path: str) -> str:
         return _site_summary(site)
     station = station_from_value(doc)
     LimitTree.from_spec(station.site)
-    return _station_summary(station)
+    summary = _station_summary(station)
+    if station.hardware_url.startswith("gpio://"):
+        summary += "\n" + _station_board(station)
+    return summary
+
+
+def _station_board(station: StationConfig) -> str:
+    """The board a ``gpio://`` station names, checked as the backend will load it."""
+    from hal.gpio.board import load_board, port_count_problem
+    from hal.gpio.config import parse_url
+
+    board = load_board(parse_url(station.hardware_url).board)  # BoardError is a ConfigError
+    problem = port_count_problem(board, len(station.port_ids))
+    if problem is not None:
+        raise ConfigError(station.path, None, "hardware", problem)
+    return f"board {board.name}: Raspberry Pi {board.pi}, {len(board.ports)} ports"
+
+
+def _board_summary(board: Board) -> str:
+    lines = [
+        f"board {board.name}: Raspberry Pi {board.pi}, {_count(len(board.ports), 'port')}, "
+        f"{board.adc_chip} on SPI{board.spi_bus}.{board.spi_device}, {board.burst} conversions "
+        "per pilot burst",
+        "pins:",
+        *(f"  GPIO {pin}: {what}" for pin, what in pin_table(board).items()),
+    ]
+    return "\n".join(lines)
 
 
 def config_check(path: str) -> int:
