@@ -243,6 +243,11 @@ class GpioStation:
         return self._ports
 
     @property
+    def world(self) -> Service | None:
+        """The simulated Pi of the no-hardware mode (``hal.gpio.nohw.NoHardware``), or None."""
+        return self._world
+
+    @property
     def jumper(self) -> GpioJumper:
         return self._jumper
 
