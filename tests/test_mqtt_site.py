@@ -160,18 +160,12 @@ def test_time_of_use_and_site_meter_move_the_limits(mosquitto: Mosquitto, tmp_pa
             for sid, evs in CARS.items():
                 await rig.add_station(sid, evs)
             await rig.until(lambda: shared(rig), "sharing the circuit")
-            assert core.limits()["site:kW"] == 20.0 and core.limits()["circuit"] == 64.0
-
-            # 8 kW of unmanaged load: the site's 20 kW leave 12 kW = 57.7 A for the cars.
-            meter["kw"] = 8.0
-            await rig.until(
-                lambda: (
-                    core.limits()["site:kW"] == 12.0
-                    and 11.0 < sum(rig.offers().values()) * kw_per_a <= 12.0
-                ),
-                "the cars within 12 kW",
-            )
-            assert rig.clock() < 60.0, "the schedule boundary came too early for this test"
+            assert core.limits()["site:kW"] == 20.0
+            # The order below does not race the clock (SPEED times the wall's): on a loaded
+            # machine noon may already have passed by now, so the morning's 64 A is checked
+            # only while it is still morning, and the meter steps come after noon.
+            if rig.clock() < 55.0:
+                assert core.limits()["circuit"] == 64.0
 
             # Noon: the circuit's schedule drops to 48 A.
             await rig.until(
@@ -180,6 +174,17 @@ def test_time_of_use_and_site_meter_move_the_limits(mosquitto: Mosquitto, tmp_pa
                 ),
                 "the cars within the 48 A of the afternoon",
                 timeout=15.0,
+            )
+
+            # 12 kW of unmanaged load: the site's 20 kW leave 8 kW = 38.5 A for the cars,
+            # under the circuit's 48 A.
+            meter["kw"] = 12.0
+            await rig.until(
+                lambda: (
+                    core.limits()["site:kW"] == 8.0
+                    and 7.0 < sum(rig.offers().values()) * kw_per_a <= 8.0
+                ),
+                "the cars within 8 kW",
             )
 
             # The meter goes silent: after stale_s (20 s) the conservative 6 kW = 28.8 A.

@@ -112,7 +112,10 @@ def test_bad_limit_messages_are_rejected_counted_and_never_applied(
                 assert link.accepted == 1
                 assert sum(link.rejected.values()) == total - 1, link.rejected
                 assert link.rejected["flood"] > 0
-                assert rs.offers() == {"st1.1": 30.0, "st1.2": 0.0}  # nothing applied
+                # Nothing of the flood applied (it asked 6 A): the first limits still hold, or,
+                # on a machine slow enough that they outlived their validity meanwhile, the
+                # station's fallback does.
+                assert rs.offers() in ({"st1.1": 30.0, "st1.2": 0.0}, {"st1.1": 8.0, "st1.2": 8.0})
 
                 # The link still works: a valid, newer message is applied.
                 await rig.hold(5)  # the flood limiter refills (2.5 messages' worth)
