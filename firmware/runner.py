@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from firmware.station import Snapshot, Station
 from hal.clock import StationClock
-from hal.interfaces import Hardware, Service
+from hal.interfaces import Hardware, Service, leave_safe
 
 # The station loop's period on real hardware. The contactor must open within 100 ms of the
 # pilot leaving C (J1772, docs/design.md), so a tick must come at least that often.
@@ -83,7 +83,8 @@ class RealtimeRunner:
     """Drives a station on a ``StationClock``, optionally sped up (simulated hardware).
 
     The clock is shared with the station's services (meters stamp their readings with it); a
-    runner made without one makes its own.
+    runner made without one makes its own. ``on_stopping`` is called once when the ports are
+    about to be left safe, whatever ends the run (systemd's STOPPING=1: firmware.sdnotify).
     """
 
     def __init__(
@@ -93,6 +94,7 @@ class RealtimeRunner:
         period_s: float = REALTIME_PERIOD_S,
         speed: float = 1.0,
         clock: StationClock | None = None,
+        on_stopping: Callable[[], None] | None = None,
     ) -> None:
         if not period_s > 0.0 or period_s > 0.1:
             raise ValueError("the loop period must be in (0, 0.1] s (contactor opens in 100 ms)")
@@ -108,6 +110,7 @@ class RealtimeRunner:
         self.clock = clock if clock is not None else StationClock(speed)
         self.stop_event = asyncio.Event()
         self._wake = asyncio.Event()
+        self.on_stopping = on_stopping
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -129,6 +132,10 @@ class RealtimeRunner:
             # once rather than at the next period: the contactor opens sooner after an unplug.
             hardware.on_input_change = self._input_changed
         await hardware.start()
+        # Safe before anything else: a previous run that died (a watchdog kill) may have left
+        # a PWM on or a contactor closed, and starting the services can take seconds. The first
+        # tick then confirms it by sensing (what firmware.sdnotify waits for to say READY=1).
+        leave_safe(hardware.ports)
         try:
             for service in self.station.services:
                 await service.start()
@@ -159,9 +166,13 @@ class RealtimeRunner:
                 if self.stop_event.is_set():
                     return
         finally:
-            await self.station.shutdown()
-            for service in reversed(started):
-                await service.stop()
+            try:
+                if self.on_stopping is not None:
+                    self.on_stopping()
+            finally:  # leaving the ports safe never depends on the hook
+                await self.station.shutdown()
+                for service in reversed(started):
+                    await service.stop()
 
 
 SiteHook = Callable[[float, list[Snapshot]], None]

@@ -7,7 +7,9 @@ last record says how the run ended and that every port was left safe.
 Lockouts and GFCI trip counts are kept in ``<state dir>/<station id>.ports.json``
 (``firmware.portstate``): ``--state-dir``, by default ``$STATE_DIRECTORY`` (systemd's
 ``StateDirectory=``), else ``$XDG_STATE_HOME/ampshare`` or ``~/.local/state/ampshare``.
-``--broker URL`` puts the station's link on another broker than its config names.
+``--broker URL`` puts the station's link on another broker than its config names. Under a
+``Type=notify`` unit (``$NOTIFY_SOCKET``) it tells systemd when it is ready, that its loop
+is alive, what it is doing and that it stops (``firmware.sdnotify``).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from rich.console import Console
 
 from firmware.config import ConfigError, load_station
 from firmware.portstate import attach, default_state_dir
 from firmware.runner import RealtimeRunner
+from firmware.sdnotify import StationNotifier
 from firmware.station import PortView, Snapshot
 from hal.clock import StationClock
 from hal.durations import format_duration
@@ -79,6 +83,19 @@ class _LogLines:
         )
 
 
+def _notifying(
+    notifier: StationNotifier, update: Callable[[Snapshot], None]
+) -> Callable[[Snapshot], None]:
+    """The runner's per-tick hook: systemd is told first (the watchdog's tick time is taken
+    as close to the tick as it can be), then the table or the log lines."""
+
+    def on_step(snap: Snapshot) -> None:
+        notifier.ticked(snap)
+        update(snap)
+
+    return on_step
+
+
 def run_command(
     config_path: str,
     duration: float | None,
@@ -132,7 +149,16 @@ def run_command(
 
     console = Console(highlight=False)
     title = f"ampshare {config.id} ({config.model}{', jumper' if config.jumper else ''})"
-    runner = RealtimeRunner(station, period_s=config.loop_period_s, speed=speed, clock=clock)
+    # Under systemd (Type=notify): READY once the ports are confirmed safe, the watchdog pinged
+    # by on-time ticks, STATUS, STOPPING (firmware.sdnotify); nothing without $NOTIFY_SOCKET.
+    notifier = StationNotifier.from_environ(period_s=config.loop_period_s)
+    runner = RealtimeRunner(
+        station,
+        period_s=config.loop_period_s,
+        speed=speed,
+        clock=clock,
+        on_stopping=notifier.stopping,
+    )
     link = "" if config.link is None else f", site {config.link.site} via {config.link.broker}"
     log.info(
         "station %s (%s%s): ports %s, hardware %s%s%s",
@@ -152,10 +178,10 @@ def run_command(
             loop.add_signal_handler(sig, _stop, sig)
         if live and console.is_terminal:
             with LiveView(title, console, soc) as view:
-                await runner.run(duration, view.update)
+                await runner.run(duration, _notifying(notifier, view.update))
         else:
             lines = _LogLines(speed)
-            await runner.run(duration, lines.update)
+            await runner.run(duration, _notifying(notifier, lines.update))
             lines.final()
 
     def _stop(sig: signal.Signals) -> None:
