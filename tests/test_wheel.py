@@ -198,3 +198,13 @@ def test_the_installed_wheel_ships_every_map_of_the_checkout(installed: Installe
     shipped = sorted(p.stem for p in (ROOT / "hal" / "modbus" / "meters").glob("*.yaml"))
     assert {"sdm630", "sdm120"} <= set(shipped)
     assert f"(known: {', '.join(shipped)};" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_ships_the_pi_boards(installed: Installed) -> None:
+    """A Pi station names its board by name (``gpio://?board=reference``): package data."""
+    config = ROOT / "configs" / "pi-jumper-nohw.yaml"
+    assert "board=reference" in config.read_text()
+    proc = installed.ampshare("config", "check", str(config))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "board reference: Raspberry Pi 4, 2 ports" in proc.stdout
