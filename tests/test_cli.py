@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -103,7 +102,7 @@ def test_ctrl_c_stops_cleanly() -> None:
     while "port 1:" not in (line := proc.stderr.readline()):
         assert line, "the station ended before its first port record"
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]

@@ -78,7 +78,8 @@ CASES: dict[str, Case] = {
         "group",
         "paused",
         "id",
-        "'paused' is a reserved word (not allowed: coordinator, demand, fallback, finished, idle, not-responding, paused, port, schedule, sequencing)",
+        "'paused' is a reserved word (not allowed: coordinator, demand, fallback, finished, "
+        "idle, not-responding, paused, port, schedule, sequencing)",
     ),
     "duplicate group": Case(
         site([G("site"), G("c1", "site", breaker_a=40), G("c1", "site", breaker_a=20)], []),

@@ -2,9 +2,12 @@
 
 One job: from each tick's snapshot and what the simulated bus did (the vehicles' real draw),
 integrate energy, overshoot, pause time and the deliverable energy, have every limit checked
-twice (`tools.checker`: the effective offers, the real load), keep the series to plot, write
-``ports.csv`` / ``limits.csv`` / ``summary.json``, and summarise. What it reports is computed
-from what the simulated hardware did, never from what the controller intended.
+twice (`tools.checker`: the effective offers, the real load), write ``ports.csv`` /
+``limits.csv`` as the run goes and ``summary.json`` at its end, keep the run's bounded
+timeline (`tools.timeline`) for the plot and the printed summary, and summarise. What it
+reports is computed from what the simulated hardware did, never from what the controller
+intended. Its memory does not grow with the run's duration, except for the full-resolution
+`Series` that in-process callers (tests) may ask for.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from typing import IO, Any
 from controller.allocate import PortRequest, allocate
 from controller.limits import LimitTree
 from firmware.port import Mode
-from firmware.station import Snapshot
+from firmware.station import PortView, Snapshot
 from hal.sim.bus import SimBus
+from hal.sim.ev import SimEv
 from tools.checker import LIMIT_EPSILON, Breach, EffectiveOffers, find_breaches
-from tools.scenario import Scenario
+from tools.scenario import Event, Scenario
+from tools.timeline import Timeline, clock_for
 
 __all__ = ["Recorder", "Series", "SimResult"]
 
@@ -40,11 +45,20 @@ _PORT_COLUMNS = [
     "binding",
 ]
 _LIMIT_COLUMNS = ["t_s", "limit", "load", "effective_load", "limit_value"]
+# A run of a non-compliant car may breach on every tick: the count is exact, the breaches
+# themselves are kept only this far (the first one is what a report names).
+KEEP_BREACHES = 100
+# The trace files are written a tick at a time; a larger buffer than io's 8 KiB default
+# turns a day's ~700,000 rows into fewer, larger writes.
+_TRACE_BUFFER = 1 << 20
+_FAULT_MODES = (Mode.FAULT, Mode.LOCKOUT, Mode.GFCI_WAIT, Mode.E)
 
 
 @dataclass
 class Series:
-    """Time series kept for plotting."""
+    """Every tick's values at full resolution, for in-process callers that inspect a run
+    (tests); it grows with the run, so ``ampshare sim`` never asks for it (its plot reads
+    the bounded `tools.timeline.Timeline`)."""
 
     t: list[float] = field(default_factory=list)
     drawn: dict[str, list[float]] = field(default_factory=dict)
@@ -56,11 +70,13 @@ class Series:
 
 @dataclass
 class SimResult:
-    """What a run gives: its summary, every breach found, the series when asked for."""
+    """What a run gives: its summary, the first breaches found (``summary["breaches"]``
+    counts them all), its timeline, the full series when asked for."""
 
     summary: dict[str, Any]
     breaches: list[Breach]
     series: Series | None
+    timeline: Timeline | None = None
 
 
 class Recorder:
@@ -73,6 +89,9 @@ class Recorder:
         tree: LimitTree,
         trace_dir: Path | None,
         keep_series: bool,
+        *,
+        until: float | None = None,
+        plot: bool = False,
     ) -> None:
         self.scenario = scenario
         self.bus = bus
@@ -99,7 +118,18 @@ class Recorder:
         self.faults: list[dict[str, Any]] = []
         self.fault_now: dict[str, str | None] = dict.fromkeys(self.ports)
         self.breaches: list[Breach] = []
+        self.breach_count = 0
         self.ticks = 0
+        run_s = scenario.duration_s if until is None else until
+        units = {lid: "kW" if lid.endswith(":kW") else "A" for lid in self.limit_ids}
+        self.timeline = Timeline(
+            clock_for(scenario, run_s), run_s, list(self.ports), units, numeric=plot
+        )
+        for event in scenario.events:
+            if event.at <= run_s:
+                self.timeline.mark(event.at, "event", event.station or "", _event_text(event))
+        self.ev_now: dict[str, SimEv | None] = dict.fromkeys(self.ports)
+        self.state_now = dict.fromkeys(self.ports, "empty")
         self._ideal_cache: tuple[tuple[float, ...], tuple[float, ...], float] | None = None
         self.series = Series() if keep_series else None
         self._files: list[IO[str]] = []
@@ -107,8 +137,12 @@ class Recorder:
         self._limit_csv: Any = None
         if trace_dir is not None:
             trace_dir.mkdir(parents=True, exist_ok=True)
-            pf = open(trace_dir / "ports.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
-            lf = open(trace_dir / "limits.csv", "w", newline="", encoding="utf-8")  # noqa: SIM115
+            pf = open(  # noqa: SIM115
+                trace_dir / "ports.csv", "w", _TRACE_BUFFER, "utf-8", newline=""
+            )
+            lf = open(  # noqa: SIM115
+                trace_dir / "limits.csv", "w", _TRACE_BUFFER, "utf-8", newline=""
+            )
             self._files = [pf, lf]
             self._port_csv = csv.writer(pf)
             self._port_csv.writerow(_PORT_COLUMNS)
@@ -148,6 +182,14 @@ class Recorder:
                 self.fault_now[view.id] = view.fault
                 if view.fault is not None:
                     self.faults.append({"t_s": round(t, 3), "port": view.id, "kind": view.fault})
+                    locked = view.mode is Mode.LOCKOUT
+                    self.timeline.mark(
+                        t,
+                        "lockout" if locked else "fault",
+                        view.id,
+                        f"{view.fault} lockout" if locked else view.fault,
+                    )
+            self._port_story(t, view, sim.ev, drawn, paused)
             if self._port_csv is not None:
                 soc = "" if sim.ev is None else f"{sim.ev.soc:.4f}"
                 self._port_csv.writerow(
@@ -169,9 +211,13 @@ class Recorder:
         # The loads of this tick's draws hold until the next tick (_integrate uses them).
         loads = self.loads = self.tree.loads(self.draw)
         eff_loads = self.tree.loads(effective)
-        self.breaches.extend(find_breaches(t, self.limit_ids, self.limits, loads, eff_loads))
+        found = find_breaches(t, self.limit_ids, self.limits, loads, eff_loads)
+        if found:
+            self.breach_count += len(found)
+            self.breaches.extend(found[: KEEP_BREACHES - len(self.breaches)])
         for lid in self.limit_ids:
             self.peak[lid] = max(self.peak[lid], loads[lid])
+            self.timeline.limit_load(t, lid, loads[lid], self.limits.get(lid, float("nan")))
             if self._limit_csv is not None:
                 limit = self.limits.get(lid, float("inf"))
                 self._limit_csv.writerow(
@@ -190,13 +236,46 @@ class Recorder:
                 s.load.setdefault(lid, []).append(loads[lid])
                 s.limit.setdefault(lid, []).append(self.limits.get(lid, float("nan")))
 
+    def _port_story(
+        self, t: float, view: PortView, ev: SimEv | None, drawn: float, paused: bool
+    ) -> None:
+        """The port's status and its arrivals and departures, for the timeline."""
+        pid = view.id
+        if ev is not self.ev_now[pid]:
+            if self.ev_now[pid] is not None:
+                self.timeline.mark(t, "departure", pid, "leaves")
+            if ev is not None:
+                self.timeline.mark(t, "arrival", pid, "arrives")
+            self.ev_now[pid] = ev
+        if view.fault is not None or view.mode in _FAULT_MODES:
+            state = "fault"
+        elif ev is None:
+            state = "empty"
+        elif view.binding == "not-responding":
+            state = "not-responding"
+        elif not ev.wants_energy:
+            state = "full"  # a car at its target is done, not paused, whatever its offer
+        elif paused:
+            state = "paused"
+        elif drawn > 0.0:
+            state = "charging"
+        else:
+            state = "connected"
+        if state == "full" and self.state_now[pid] != "full":
+            self.timeline.full_at.setdefault(pid, []).append(t)
+        self.state_now[pid] = state
+        self.timeline.port(t, pid, drawn, view.offer_a, state)
+
     def _integrate(self, dt: float) -> None:
         if dt <= 0.0:
             return
+        waiting = self.timeline.waiting_s
         for pid in self.ports:
             self.energy_wh[pid] += self.power_w[pid] * dt / 3600.0
             if self.paused_now[pid]:
                 self.paused_s[pid] += dt
+            if self.state_now[pid] == "paused":
+                waiting[pid] = waiting.get(pid, 0.0) + dt
         self.ideal_wh += self.ideal_w * dt / 3600.0
         for lid in self.limit_ids:
             over = self.loads[lid] - self.limits.get(lid, float("inf"))
@@ -248,7 +327,7 @@ class Recorder:
             "not_responding": sorted(self.not_responding),
             "paused_s": {p: round(s, 1) for p, s in self.paused_s.items()},
             "faults": self.faults,
-            "breaches": len(self.breaches),
+            "breaches": self.breach_count,
             "first_breach": str(self.breaches[0]) if self.breaches else None,
             "deliberate": scenario.deliberate_breach,
             "ports": len(scenario.site.ports),
@@ -264,6 +343,23 @@ class Recorder:
         ``summary.json`` beside the trace."""
         summary = self.summary(until, wall_s)
         summary.update(extra)
+        link = summary.get("link")
+        if isinstance(link, dict):
+            self.timeline.link_status(link["transitions"])
+        self.timeline.markers.sort(key=lambda m: m.t)
         if trace_dir is not None:
             (trace_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return SimResult(summary, self.breaches, self.series)
+        return SimResult(summary, self.breaches, self.series, self.timeline)
+
+
+def _event_text(event: Event) -> str:
+    """A scenario event in a few words (a marker's label)."""
+    if event.link_up is not None:
+        where = f"{event.station} " if event.station else ""
+        return f"{where}link {'up' if event.link_up else 'down'}"
+    if event.coordinator_restart:
+        return "coordinator restart"
+    if event.fault_kind is not None:
+        verb = "cleared" if event.fault_clear else "injected"
+        return f"{event.fault_kind} {verb} on port {event.fault_port}"
+    return f"site load {event.site_load_kw:g} kW"

@@ -200,6 +200,8 @@ def simulate_site(
     trace_dir: Path | None,
     keep_series: bool,
     progress: Callable[[float], None] | None,
+    *,
+    plot: bool = False,
 ) -> SimResult:
     """Run the coordinated site of ``scenario`` up to ``until`` (`tools.simulate.simulate`
     hands it over); the summary has the link's story under ``link``."""
@@ -223,7 +225,7 @@ def simulate_site(
     for event in scenario.events:
         if event.at <= until:
             runner.at(event.at, site.action(event, bus))
-    recorder = Recorder(scenario, bus, tree, trace_dir, keep_series)
+    recorder = Recorder(scenario, bus, tree, trace_dir, keep_series, until=until, plot=plot)
 
     def step(now: float, snaps: list[Snapshot]) -> None:
         recorder(site.snapshot(now, snaps))

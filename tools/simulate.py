@@ -15,8 +15,8 @@ limits (`controller.dynamic.DynamicLimits`, as they move the coordinator's).
 
 API::
 
-    simulate(scenario, duration_s=None, trace_dir=None, keep_series=False, progress=None,
-             controller_factory=product_controller) -> SimResult
+    simulate(scenario, duration_s=None, trace_dir=None, keep_series=False, plot=False,
+             progress=None, controller_factory=product_controller) -> SimResult
     build(scenario, controller_factory) -> (Station, SimBus, LimitTree)
     summary_json(summary) -> str
 """
@@ -87,13 +87,18 @@ def simulate(
     duration_s: float | None = None,
     trace_dir: Path | None = None,
     keep_series: bool = False,
+    plot: bool = False,
     progress: Callable[[float], None] | None = None,
     controller_factory: ControllerFactory = product_controller,
 ) -> SimResult:
-    """Run ``scenario`` (optionally only its first ``duration_s``) and summarise it."""
+    """Run ``scenario`` (optionally only its first ``duration_s``) and summarise it.
+
+    ``trace_dir`` gets the trace as the run goes; ``plot`` keeps the currents and loads the
+    plot draws in the result's timeline (bounded); ``keep_series`` keeps every tick's values
+    (memory grows with the run: for tests)."""
     until = scenario.duration_s if duration_s is None else min(duration_s, scenario.duration_s)
     if scenario.coordinator is not None:
-        return simulate_site(scenario, until, trace_dir, keep_series, progress)
+        return simulate_site(scenario, until, trace_dir, keep_series, progress, plot=plot)
     station, bus, tree = build(scenario, controller_factory)
     runner = VirtualRunner(station)
     dynamic = _Dynamic(scenario, station, tree, runner) if _has_dynamic(scenario) else None
@@ -102,7 +107,7 @@ def simulate(
             runner.at(event.at, _action(event, station, bus, tree, dynamic))
     if dynamic is not None:
         dynamic.schedule(until)
-    recorder = Recorder(scenario, bus, tree, trace_dir, keep_series)
+    recorder = Recorder(scenario, bus, tree, trace_dir, keep_series, until=until, plot=plot)
     step: Callable[[Snapshot], None] = recorder
     if progress is not None:
         report = progress
