@@ -74,6 +74,14 @@ def build_station(
                 config.id,
             )
         allocator = RemoteLimitedController(controller, link)
+    # Who may charge, and the tag reader it hears (hal.rfid; opened only when configured).
+    from firmware.auth import Authorizer
+
+    reader = (
+        None
+        if config.auth.reader is None
+        else registry.open_tag_reader(config.auth.reader, clock=clock)
+    )
     station = Station(
         config.site,
         hw,
@@ -81,12 +89,16 @@ def build_station(
         jumper=config.jumper,
         port_config=config.port_config,
         meters=meters,
+        authorizer=Authorizer(config.auth.settings, config.port_ids),
+        tag_reader=reader,
     )
     station.clock = clock
     # The backend's own background work (the sim bus's meter server) first among the
     # services, so that it listens before the station's meters poll it.
     backend_services: Sequence[Service] = getattr(hw, "services", ())
     station.services[:0] = backend_services
+    if reader is not None and isinstance(reader, Service):  # a real reader reads in the background
+        station.services.append(reader)
     if config.link is not None and link is not None:
         from firmware.link.mqtt import BrokerSettings, StationMqttLink
 

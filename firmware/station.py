@@ -10,6 +10,7 @@ which is what lets the contactor open within 100 ms of C -> B (J1772; docs/desig
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,10 +18,41 @@ from typing import Protocol
 
 from controller.model import Decision, PortObservation, SiteSpec
 from firmware import port as pm
+from firmware.auth import AuthEvent, Authorizer, AuthSettings
 from firmware.portstate import PortRecord, record_of, restore
 from hal.clock import StationClock
 from hal.interfaces import Hardware, Meter, MeterReading, PortHardware, Service, leave_safe
 from hal.pilot import PilotError, PilotState, diode_ok, state_from_high_voltage
+
+log = logging.getLogger("ampshare.auth")
+
+
+class TagRead(Protocol):
+    @property
+    def tag(self) -> str: ...
+
+
+class TagSource(Protocol):
+    """A tag reader (``hal.rfid``): the tags read since the last call, without waiting."""
+
+    def take(self) -> Sequence[TagRead]: ...
+
+
+def _log_auth(event: AuthEvent) -> None:
+    where = "for the next plug-in" if event.port is None else f"port {event.port}"
+    if event.kind == "accepted":
+        log.info("tag %s accepted: %s", event.tag, where)
+    elif event.kind == "refused":
+        log.warning("tag %s refused: not on the allow-list", event.tag)
+    elif event.kind == "stop":
+        log.info("tag %s presented again: %s stops (Local)", event.tag, where)
+    elif event.port is None:
+        log.info("tag %s expired: no plug-in within the authorization timeout", event.tag)
+    else:
+        log.warning(
+            "port %s: no tag within the authorization timeout (unplug and plug in again)",
+            event.port,
+        )
 
 
 class Allocator(Protocol):
@@ -75,6 +107,8 @@ class Station:
         jumper: bool,
         port_config: pm.PortConfig | None = None,
         meters: Sequence[Meter] | None = None,
+        authorizer: Authorizer | None = None,
+        tag_reader: TagSource | None = None,
     ) -> None:
         self.site = site
         self.hardware = hardware
@@ -113,6 +147,12 @@ class Station:
         # told when it changes: called inside the tick, so it must only take note (no I/O).
         self._records = {pid: record_of(s, self.port_config) for pid, s in self._states.items()}
         self.on_persist: Callable[[Mapping[str, PortRecord]], None] | None = None
+        # Who may charge (firmware.auth; free mode when none is given) and where tags come
+        # from (hal.rfid: read in the background, taken here without waiting). What it did
+        # last tick, for the shell (the log, the session records): auth_events.
+        self.authorizer = authorizer or Authorizer(AuthSettings(), self.port_ids)
+        self.tag_reader = tag_reader
+        self.auth_events: list[AuthEvent] = []
 
     # --- operator actions -----------------------------------------------------------
 
@@ -153,6 +193,12 @@ class Station:
             pid: pm.step(self._states[pid], inputs[pid], now, self.port_config)
             for pid in self.port_ids
         }
+        tags = [] if self.tag_reader is None else [read.tag for read in self.tag_reader.take()]
+        plugged = {pid: pm.is_connected(state) for pid, (state, _) in first.items()}
+        self.auth_events = self.authorizer.step(now, plugged, tags)
+        for event in self.auth_events:
+            _log_auth(event)
+        # A port not authorized is not there for the allocation: never counted, offered 0.
         observations = {
             pid: PortObservation(
                 connected=pm.is_connected(state),
@@ -161,6 +207,8 @@ class Station:
                 session_start=pm.session_start(state),
                 metered_at=self._metered_at(pid, inputs[pid]),
             )
+            if self.authorizer.allowed(pid)
+            else PortObservation(connected=False, metered_a=inputs[pid].metered_a)
             for pid, (state, _) in first.items()
         }
         decision = self.controller.update(now, observations, link_up=self.link_up)
@@ -192,6 +240,7 @@ class Station:
         """The earliest time a tick would act even if no input changed."""
         times = [pm.next_deadline(s, self.port_config) for s in self._states.values()]
         times.append(self.controller.next_deadline())
+        times.append(self.authorizer.next_deadline())
         due = [t for t in times if t is not None and math.isfinite(t)]
         return min(due) if due else None
 

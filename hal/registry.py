@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from hal.clock import Clock
 from hal.interfaces import BackendContext, Hardware, Meter
+from hal.rfid.reader import TagReader
 from hal.yamlnodes import Value
 
 # scheme -> "module:function". A hardware function receives (url, BackendContext).
@@ -30,6 +31,11 @@ HARDWARE_BACKENDS: dict[str, str] = {
 METER_BACKENDS: dict[str, str] = {
     "modbus-tcp": "hal.modbus.meter:open_meter",
     "modbus-rtu": "hal.modbus.meter:open_meter",
+}
+# scheme -> "module:function". A tag reader function receives (url, clock=...).
+TAG_READERS: dict[str, str] = {
+    "rdm6300": "hal.rfid.rdm6300:open_reader",
+    "sim": "hal.rfid.sim:open_reader",
 }
 # scheme -> "module:function" reading the station file's section named after the scheme. It
 # receives (the section's Value, the station's port ids) and returns the parsed section, or
@@ -79,6 +85,12 @@ def open_meter(url: str, *, clock: Clock | None = None) -> Meter:
     backend's own monotonic clock)."""
     opener = _resolve(METER_BACKENDS, "meter", scheme_of(url))
     return cast(Meter, opener(url, clock=clock))
+
+
+def open_tag_reader(url: str, *, clock: Clock | None = None) -> TagReader:
+    """Open a station's tag reader (``hal.rfid``) from its URL; ``clock`` stamps its reads."""
+    opener = _resolve(TAG_READERS, "tag reader", scheme_of(url))
+    return cast(TagReader, opener(url, clock=clock))
 
 
 def parse_section(scheme: str, value: Value, port_ids: Sequence[str]) -> object:

@@ -502,7 +502,10 @@ def test_ampshare_run_restores_a_lockout(tmp_path: Path) -> None:
     _write(tmp_path, {"2": {"lockout": "gfci", "gfci_trips": 4}})
     proc = _ampshare(*_run_args("--state-dir", str(tmp_path)))
     assert proc.returncode == 0, proc.stderr
-    assert "port 2: LOCKOUT" in proc.stdout and "fault=gfci" in proc.stdout
+    assert any(
+        "port 2: LOCKOUT, offer 0.0 A" in line and line.endswith("fault gfci")
+        for line in proc.stderr.splitlines()
+    ), proc.stderr
     assert "LOCKED OUT (gfci)" in proc.stderr
     assert _file(tmp_path)["ports"]["2"]["lockout"] == "gfci"
 

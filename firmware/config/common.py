@@ -11,6 +11,7 @@ and field.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
@@ -45,6 +46,7 @@ __all__ = [
     "parse_phases",
     "parse_policy",
     "parse_port",
+    "readable_file",
     "top_defaults",
 ]
 
@@ -55,6 +57,14 @@ _TOP_LEVEL_PORT_FIELDS = ("min_a", "voltage_v")
 
 
 # ---- small checks ----------------------------------------------------------------------------
+
+
+def readable_file(value: Value) -> str:
+    """A path relative to the config file's directory that must be a readable file."""
+    path = os.path.join(os.path.dirname(os.path.abspath(value.path)), value.string())
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        value.fail(f"{path}: no such readable file")
+    return path
 
 
 def parse_policy(value: Value) -> Policy:

@@ -8,10 +8,10 @@ redact any password written into a URL before an error message or a log repeats 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
+from firmware.config.common import readable_file
 from firmware.link.auth import KeyFileError, Keyring, load_keyring
 from firmware.link.station_link import DEFAULT_TELEMETRY_PERIOD_S
 from hal.yamlnodes import Value, fmt
@@ -121,14 +121,6 @@ def _topic_id(value: Value, what: str) -> str:
     return ident
 
 
-def _readable_file(value: Value) -> str:
-    """A path relative to the config file's directory that must be a readable file."""
-    path = os.path.join(os.path.dirname(os.path.abspath(value.path)), value.string())
-    if not os.path.isfile(path) or not os.access(path, os.R_OK):
-        value.fail(f"{path}: no such readable file")
-    return path
-
-
 def parse_link(value: Value, station_id: str) -> LinkConfig:
     """The ``link:`` block (docs/mqtt.md, "Station config")."""
     fields = value.mapping(_LINK_KEYS, ("broker", "site"))
@@ -151,7 +143,7 @@ def parse_link(value: Value, station_id: str) -> LinkConfig:
     if password_value is not None:
         password = password_value.string()
     if file_value is not None:
-        path = _readable_file(file_value)
+        path = readable_file(file_value)
         try:
             with open(path, encoding="utf-8") as stream:
                 text = stream.read(MAX_PASSWORD_CHARS + 1)
@@ -171,9 +163,9 @@ def parse_link(value: Value, station_id: str) -> LinkConfig:
         if not tls:
             tls_value.fail("TLS options need an mqtts:// broker URL (default port 8883)")
         tls_fields = tls_value.mapping(("ca", "cert", "key"))
-        ca = None if (v := tls_fields.get("ca")) is None else _readable_file(v)
-        cert = None if (v := tls_fields.get("cert")) is None else _readable_file(v)
-        key = None if (v := tls_fields.get("key")) is None else _readable_file(v)
+        ca = None if (v := tls_fields.get("ca")) is None else readable_file(v)
+        cert = None if (v := tls_fields.get("cert")) is None else readable_file(v)
+        key = None if (v := tls_fields.get("key")) is None else readable_file(v)
         if (cert is None) != (key is None):
             tls_value.fail("a client certificate needs both cert and key")
     period_value = fields.get("telemetry_period")
@@ -191,7 +183,7 @@ def parse_link(value: Value, station_id: str) -> LinkConfig:
     if key_value is not None:
         if insecure_value is not None and insecure:
             insecure_value.fail("insecure: true and a key_file contradict each other")
-        key_path = _readable_file(key_value)
+        key_path = readable_file(key_value)
         try:
             keyring = load_keyring(key_path)
         except KeyFileError as exc:

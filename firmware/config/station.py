@@ -21,6 +21,7 @@ from typing import Any
 
 from controller.core import ControlSettings
 from controller.model import GroupSpec, SiteSpec
+from firmware.config.auth import AuthConfig, parse_auth
 from firmware.config.common import (
     STATION_GROUP_KEYS,
     STATION_PORT_KEYS,
@@ -83,6 +84,9 @@ class StationConfig:
     loop_period_s: float = DEFAULT_LOOP_PERIOD_S
     path: str = ""
     link: LinkConfig | None = None  # site sharing over MQTT (docs/mqtt.md); None: standalone
+    auth: AuthConfig = field(
+        default_factory=AuthConfig
+    )  # who may charge (firmware.auth); free by default
 
     @property
     def station_model(self) -> StationModel:
@@ -111,6 +115,7 @@ STATION_KEYS = (
     "control",
     *registry.SECTION_PARSERS,  # a backend's own section, named after its scheme: sim
     "link",
+    "auth",
 )
 
 
@@ -200,6 +205,7 @@ def station_from_value(doc: Value) -> StationConfig:
     control_values = ControlSettings() if control is None else parse_control(control)
     section = _hardware_section(top, hardware_url, model.port_ids)
     link = None if (link_value := top.get("link")) is None else parse_link(link_value, station_id)
+    auth = AuthConfig() if (auth_value := top.get("auth")) is None else parse_auth(auth_value)
     loop = top.get("loop_period_s")
     return StationConfig(
         id=station_id,
@@ -213,6 +219,7 @@ def station_from_value(doc: Value) -> StationConfig:
         control=control_values,
         hardware_section=section,
         link=link,
+        auth=auth,
         loop_period_s=DEFAULT_LOOP_PERIOD_S if loop is None else _loop_period(loop),
         path=path,
     )

@@ -1,0 +1,205 @@
+"""Who may charge (firmware/auth.py, firmware/config/auth.py): every path of the authorizer,
+the auth: block's refusals, and a station that keeps PWM off until a tag is accepted."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from firmware.auth import AuthEvent, AuthMode, Authorizer, AuthSettings
+from firmware.config import ConfigError, load_station
+
+PORTS = ("1", "2")
+ALICE, BOB, EVE = "0A00B1C2D3", "0A00FFEE01", "0BADBADBAD"
+
+
+def tags(**kw: object) -> Authorizer:
+    settings = AuthSettings(mode=AuthMode.TAGS, tags=frozenset({ALICE, BOB}), **kw)  # type: ignore[arg-type]
+    return Authorizer(settings, PORTS)
+
+
+def kinds(events: list[AuthEvent]) -> list[tuple[str, str | None, str | None]]:
+    return [(e.kind, e.tag, e.port) for e in events]
+
+
+def test_free_mode_authorizes_every_plugged_in_port_without_a_tag() -> None:
+    auth = Authorizer(AuthSettings(), PORTS)
+    assert auth.step(0.0, {"1": True, "2": False}) == []
+    assert auth.allowed("1") and not auth.allowed("2")
+    assert auth.tags() == {"1": None}
+    auth.step(1.0, {"1": False, "2": False})
+    assert not auth.allowed("1")
+
+
+def test_a_plugged_in_port_waits_for_an_allowed_tag() -> None:
+    auth = tags()
+    auth.step(0.0, {"1": True})
+    assert not auth.allowed("1")
+    assert kinds(auth.step(5.0, {"1": True}, [ALICE.lower()])) == [("accepted", ALICE, "1")]
+    assert auth.allowed("1") and auth.tags() == {"1": ALICE}
+
+
+def test_an_unknown_tag_is_refused_and_named() -> None:
+    auth = tags()
+    auth.step(0.0, {"1": True})
+    assert kinds(auth.step(1.0, {"1": True}, [EVE])) == [("refused", EVE, None)]
+    assert not auth.allowed("1")
+
+
+def test_the_port_waiting_longest_gets_the_tag() -> None:
+    auth = tags()
+    auth.step(0.0, {"2": True})
+    auth.step(3.0, {"1": True, "2": True})
+    assert kinds(auth.step(4.0, {"1": True, "2": True}, [ALICE])) == [("accepted", ALICE, "2")]
+    assert kinds(auth.step(5.0, {"1": True, "2": True}, [BOB])) == [("accepted", BOB, "1")]
+
+
+def test_the_same_tag_again_stops_its_session_until_unplugged() -> None:
+    auth = tags()
+    auth.step(0.0, {"1": True}, [ALICE])
+    assert auth.allowed("1")
+    assert kinds(auth.step(60.0, {"1": True}, [ALICE])) == [("stop", ALICE, "1")]
+    assert not auth.allowed("1")
+    # Still plugged in: nothing restarts it, not even the same tag (it is held instead).
+    auth.step(61.0, {"1": True}, [ALICE])
+    assert not auth.allowed("1")
+    auth.step(62.0, {"1": False})
+    auth.step(63.0, {"1": True})  # the held tag authorizes the new plug-in
+    assert auth.allowed("1") and auth.tags() == {"1": ALICE}
+
+
+def test_a_tag_before_plug_in_holds_for_the_next_plug_in_on_any_port() -> None:
+    auth = tags()
+    assert kinds(auth.step(0.0, {}, [BOB])) == [("accepted", BOB, None)]
+    assert kinds(auth.step(10.0, {"2": True})) == [("accepted", BOB, "2")]
+    assert auth.tags() == {"2": BOB}
+
+
+def test_a_held_tag_expires_after_the_timeout() -> None:
+    auth = tags(timeout_s=30.0)
+    auth.step(0.0, {}, [BOB])
+    assert auth.next_deadline() == 30.0
+    assert kinds(auth.step(30.0, {})) == [("timeout", BOB, None)]
+    auth.step(31.0, {"1": True})
+    assert not auth.allowed("1")
+
+
+def test_without_tag_before_plug_in_a_tag_with_no_port_waiting_is_refused() -> None:
+    auth = tags(tag_before_plugin=False)
+    assert kinds(auth.step(0.0, {}, [BOB])) == [("refused", BOB, None)]
+
+
+def test_a_vehicle_that_waits_too_long_stops_waiting_until_replugged() -> None:
+    auth = tags(timeout_s=60.0)
+    auth.step(0.0, {"1": True})
+    assert auth.next_deadline() == 60.0
+    assert kinds(auth.step(60.0, {"1": True})) == [("timeout", None, "1")]
+    # A tag now is held for the next plug-in, not given to the port that timed out.
+    assert kinds(auth.step(70.0, {"1": True}, [ALICE])) == [("accepted", ALICE, None)]
+    assert not auth.allowed("1")
+    auth.step(71.0, {"1": False})
+    auth.step(72.0, {"1": True})
+    assert auth.allowed("1")
+
+
+def test_a_reloaded_list_refuses_a_removed_tag_but_keeps_running_sessions() -> None:
+    auth = tags()
+    auth.step(0.0, {"1": True}, [ALICE])
+    auth.reload([BOB])
+    assert auth.allowed("1")
+    auth.step(1.0, {"1": True, "2": True})
+    assert kinds(auth.step(2.0, {"1": True, "2": True}, ["0a00b1c2d3"])) == [("stop", ALICE, "1")]
+
+
+STATION = """\
+station: st
+model: ct4000
+jumper: true
+groups: [{id: feed, breaker_a: 40}]
+ports: [{id: "1", group: feed}, {id: "2", group: feed}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("auth: {mode: tags}", "mode: tags needs tags: or tags_file:"),
+        ("auth: {mode: badge}", "'badge' is not a mode"),
+        ("auth: {mode: tags, tags: [XYZ]}", "auth.tags[0]: not a tag"),
+        ("auth: {tags: [0A00B1C2D3]}", "tags are for mode: tags"),
+        ("auth: {mode: tags, tags: [0A00B1C2D3], timeout: 0s}", "must be between 1s and 1h"),
+        ("auth: {mode: tags, tags_file: nope.txt}", "no such readable file"),
+        ("auth: {mode: tags, tags: [0A00B1C2D3], timout: 5s}", "did you mean 'timeout'"),
+    ],
+)
+def test_bad_auth_blocks_are_refused_with_file_line(
+    tmp_path: Path, block: str, message: str
+) -> None:
+    path = tmp_path / "st.yaml"
+    path.write_text(STATION + block + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_station(path)
+    assert f"{path}:6" in str(caught.value) and message in str(caught.value), str(caught.value)
+
+
+def test_a_tags_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "tags.txt").write_text(f"# staff\n{ALICE.lower()}\n\n{BOB}  # the van\n")
+    path = tmp_path / "st.yaml"
+    path.write_text(STATION + "auth: {mode: tags, tags_file: tags.txt, timeout: 2m}\n")
+    config = load_station(path)
+    assert config.auth.settings.tags == {ALICE, BOB}
+    assert config.auth.settings.timeout_s == 120.0
+    (tmp_path / "tags.txt").write_text("0A00B1C2D3\nnot-a-tag\n")
+    with pytest.raises(ConfigError, match=r"tags\.txt:2: 'not-a-tag' is not a tag"):
+        load_station(path)
+
+
+TAGS_STATION = (
+    STATION
+    + f"""auth: {{mode: tags, tags: [{ALICE}], timeout: 2m, reader: "sim://"}}
+sim:
+  evs: [{{port: 1, arrive: 10s, max_a: 32}}, {{port: 2, arrive: 20s, max_a: 32}}]
+"""
+)
+
+
+def test_a_station_offers_nothing_until_an_allowed_tag_and_stops_on_the_same_tag(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Through the real station loop on the simulated bus, with the simulated reader."""
+    from firmware.app import build_station
+    from firmware.runner import VirtualRunner
+    from hal.rfid.sim import SimTagReader
+
+    caplog.set_level(logging.INFO, logger="ampshare.auth")
+    path = tmp_path / "st.yaml"
+    path.write_text(TAGS_STATION)
+    station = build_station(load_station(path))
+    reader = station.tag_reader
+    assert isinstance(reader, SimTagReader)
+    runner = VirtualRunner(station)
+
+    def port(pid: str) -> tuple[str, float]:
+        snap = station.last
+        assert snap is not None
+        view = next(v for v in snap.ports if v.id == pid)
+        return view.mode.value, view.offer_a
+
+    runner.run(60.0)
+    # Both cars plugged in a while ago: PWM off (B1), no offer, contactors open.
+    assert port("1") == ("B1", 0.0) and port("2") == ("B1", 0.0)
+    runner.at(61.0, lambda: reader.present(EVE))
+    runner.at(62.0, lambda: reader.present(ALICE))  # port 1 has waited longest
+    runner.run(120.0)
+    assert port("1") == ("C2", 30.0) and port("2") == ("B1", 0.0)
+    assert "tag 0BADBADBAD refused: not on the allow-list" in caplog.text
+    assert "tag 0A00B1C2D3 accepted: port 1" in caplog.text
+    runner.at(150.0, lambda: reader.present(ALICE))  # the same tag again: a Local stop
+    runner.run(200.0)
+    assert port("1") == ("B1", 0.0)
+    assert "tag 0A00B1C2D3 presented again: port 1 stops (Local)" in caplog.text
+    # Port 2 (plugged in at 20 s) waited 2 minutes without a tag: it stopped waiting, and said so.
+    assert "port 2: no tag within the authorization timeout" in caplog.text
+    assert port("2") == ("B1", 0.0)
