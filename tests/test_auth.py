@@ -203,3 +203,46 @@ def test_a_station_offers_nothing_until_an_allowed_tag_and_stops_on_the_same_tag
     # Port 2 (plugged in at 20 s) waited 2 minutes without a tag: it stopped waiting, and said so.
     assert "port 2: no tag within the authorization timeout" in caplog.text
     assert port("2") == ("B1", 0.0)
+
+
+def test_sighup_reloads_the_tags_file_and_a_bad_file_keeps_the_list(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    tags_file = tmp_path / "tags.txt"
+    tags_file.write_text(f"{ALICE}\n")
+    path = tmp_path / "st.yaml"
+    path.write_text(STATION + f"auth: {{mode: tags, tags: [{BOB}], tags_file: tags.txt}}\n")
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", "run", "--config", str(path)],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    try:
+        lines: list[str] = []
+
+        def wait_for(text: str) -> None:
+            while not any(text in line for line in lines):
+                line = proc.stderr.readline()  # type: ignore[union-attr]
+                assert line, "".join(lines)
+                lines.append(line)
+
+        wait_for("port 1: A")  # the loop runs
+        tags_file.write_text(f"{ALICE}\n0A00000042\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for("tags reloaded: 3 on the allow-list")  # BOB inline + two in the file
+        tags_file.write_text("not a tag\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for("tags not reloaded, the list in force stays")
+        assert "tags.txt:1" in lines[-1]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

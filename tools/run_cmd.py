@@ -176,6 +176,8 @@ def run_command(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, _stop, sig)
+        if config.auth.settings.tags_file is not None:
+            loop.add_signal_handler(signal.SIGHUP, _reload_tags)
         if live and console.is_terminal:
             with LiveView(title, console, soc) as view:
                 await runner.run(duration, _notifying(notifier, view.update))
@@ -183,6 +185,16 @@ def run_command(
             lines = _LogLines(speed)
             await runner.run(duration, _notifying(notifier, lines.update))
             lines.final()
+
+    def _reload_tags() -> None:
+        # SIGHUP, as daemons re-read their lists: a bad file keeps the list in force.
+        try:
+            tags = config.auth.reloaded_tags()
+        except (OSError, ValueError) as exc:
+            log.error("tags not reloaded, the list in force stays: %s", exc)
+            return
+        station.authorizer.reload(tags)
+        log.info("tags reloaded: %d on the allow-list", len(tags))
 
     def _stop(sig: signal.Signals) -> None:
         stopped_by.append(sig.name)

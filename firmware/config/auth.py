@@ -34,6 +34,13 @@ class AuthConfig:
 
     settings: AuthSettings = field(default_factory=AuthSettings)
     reader: str | None = None
+    inline: frozenset[str] = frozenset()  # the tags written in the block itself
+
+    def reloaded_tags(self) -> frozenset[str]:
+        """The allow-list read again (SIGHUP): the inline tags and the tags file as it is now;
+        OSError or ValueError (naming the line) if the file cannot be read."""
+        path = self.settings.tags_file
+        return self.inline | (read_tags_file(path) if path is not None else frozenset())
 
 
 def _tag(text: str) -> str | None:
@@ -71,14 +78,15 @@ def parse_auth(value: Value) -> AuthConfig:
             mode = AuthMode(text)
         except ValueError:
             mode_value.fail(f"{text!r} is not a mode (allowed: free, tags)")
-    tags: set[str] = set()
+    inline: set[str] = set()
     tags_value = fields.get("tags")
     if tags_value is not None:
         for item in tags_value.sequence():
             tag = _tag(str(item.node.value))
             if tag is None:
                 item.fail(f"not a tag (hex digits, at most {MAX_TAG_CHARS})")
-            tags.add(tag)
+            inline.add(tag)
+    tags = set(inline)
     file_value = fields.get("tags_file")
     tags_file = None
     if file_value is not None:
@@ -106,4 +114,5 @@ def parse_auth(value: Value) -> AuthConfig:
             tag_before_plugin=True if before is None else before.boolean(),
         ),
         None if reader is None else reader.url(),
+        frozenset(inline),
     )
