@@ -246,3 +246,39 @@ def test_sighup_reloads_the_tags_file_and_a_bad_file_keeps_the_list(tmp_path: Pa
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+
+
+def test_the_tags_scenario_charges_only_authorized_cars_and_stops_on_the_same_tag() -> None:
+    from tools.scenario import load_scenario
+    from tools.simulate import simulate
+
+    root = Path(__file__).resolve().parent.parent
+    scenario = load_scenario(root / "configs" / "scenarios" / "tags.yaml")
+    early = simulate(scenario, duration_s=5 * 60.0).summary
+    # Car 2's own tag is unknown: nothing for it before the owner's tag at 6 min.
+    assert early["energy_kwh"]["2"] == 0.0 and early["energy_kwh"]["1"] > 0.0
+    at_1h = simulate(scenario, duration_s=3600.0).summary
+    full = simulate(scenario).summary
+    assert full["energy_kwh"]["2"] > 0.0
+    # Port 1's session stopped at 1 h (the same tag again): at most the 5 s of its ramp down.
+    assert full["energy_kwh"]["1"] - at_1h["energy_kwh"]["1"] < 0.05
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("id_tag: 0A00B1C2D3}", "id_tag: XYZ}"), "not a tag id"),
+        (("tag: 0A00FFEE01}", "tag: nope}"), "not a tag id"),
+        (("../tags-station.yaml", "../ct4000-jumper.yaml"), "auth mode: free"),
+    ],
+)
+def test_scenario_tags_are_checked(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    from tools.scenario import load_scenario
+
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "configs" / "scenarios" / "tags.yaml").read_text().replace(*edit)
+    text = text.replace("../", f"{root}/configs/")
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_scenario(path)

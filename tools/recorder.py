@@ -362,4 +362,6 @@ def _event_text(event: Event) -> str:
     if event.fault_kind is not None:
         verb = "cleared" if event.fault_clear else "injected"
         return f"{event.fault_kind} {verb} on port {event.fault_port}"
+    if event.tag is not None:
+        return f"tag {event.tag}"
     return f"site load {event.site_load_kw:g} kW"

@@ -24,12 +24,14 @@ from pathlib import Path
 from controller.core import ControlSettings
 from controller.model import SiteSpec
 from controller.site import SiteConfig
+from firmware.auth import AuthMode, AuthSettings
 from firmware.config import ConfigError, load_site_config, load_station, parse_control
 from firmware.link.coordinator import CoordinatorSettings
 from firmware.link.station_link import DEFAULT_RISE_DELAY_S, DEFAULT_TELEMETRY_PERIOD_S
 from firmware.port import PortConfig
 from hal.durations import format_duration
 from hal.pilot import EV_RESPONSE_S
+from hal.rfid import check_tag
 from hal.sim.bus import FAULT_KINDS
 from hal.sim.config import parse_evs
 from hal.sim.ev import EvSpec
@@ -52,7 +54,7 @@ SCENARIO_KEYS = (
     "coordinator",
     "start",
 )
-_EVENT_KEYS = ("at", "link", "fault", "site_load_kw", "station", "coordinator")
+_EVENT_KEYS = ("at", "link", "fault", "site_load_kw", "station", "coordinator", "tag")
 _FAULT_KEYS = ("port", "kind", "clear")
 _COORDINATOR_KEYS = (
     "valid_s",
@@ -91,6 +93,7 @@ class Event:
     site_load_kw: float | None = None
     station: str | None = None  # a link event for one station only (coordinated sites)
     coordinator_restart: bool = False
+    tag: str | None = None  # a tag presented at the station's reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,7 @@ class Scenario:
     site_config: SiteConfig | None = None  # a site scenario: stations, schedules, meters
     coordinator: CoordinatorSpec | None = None  # run as stations under a coordinator
     start: datetime = DEFAULT_START
+    auth: AuthSettings = field(default_factory=AuthSettings)  # the station file's auth:
 
     @property
     def deliberate_breach(self) -> bool:
@@ -147,6 +151,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
             station_v.fail(f"cannot use the station file: {exc}")
         site, jumper, port_config = station.site, station.jumper, station.port_config
         control = station.control
+        auth = station.auth.settings
         station_id: str | None = station.id
         site_config: SiteConfig | None = None
         has_link = station.link is not None
@@ -158,6 +163,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
             site_v.fail(f"cannot use the site file: {exc}")
         site = site_config.spec
         jumper, port_config, station_id = False, PortConfig(), None
+        auth = AuthSettings()
         # A site file is what a coordinator shares: its stations are linked to one.
         has_link = True
     port_ids = [p.id for p in site.ports]
@@ -184,6 +190,17 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     stations = () if site_config is None else tuple(site_config.stations)
     written = () if (ev_v := top.get("events")) is None else _events(ev_v, port_ids, stations)
     _check_events(written, site_config, coordinator is not None, has_link)
+    if auth.mode is AuthMode.FREE:
+        # Tags at a station that lets anyone charge would be silently meaningless.
+        for ev, item in zip(evs, [] if evs_v is None else evs_v.sequence(), strict=True):
+            if ev.id_tag is not None:
+                (item.mapping(None).get("id_tag") or item).fail(
+                    "the station is in auth mode: free (anyone charges): id_tag needs auth: "
+                    "{mode: tags} in its station file"
+                )
+        for event, where in written:
+            if event.tag is not None:
+                where.fail("the station is in auth mode: free: a tag needs auth: {mode: tags}")
     events = tuple(sorted((event for event, _ in written), key=lambda e: e.at))
     control_v = top.get("control")
     if control_v is not None:
@@ -207,6 +224,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         site_config=site_config,
         coordinator=coordinator,
         start=start,
+        auth=auth,
     )
 
 
@@ -281,9 +299,11 @@ def _events(
         at = at_v.duration()
         if at < 0:
             at_v.fail("must be >= 0")
-        kinds = [k for k in ("link", "fault", "site_load_kw", "coordinator") if k in fields]
+        kinds = [k for k in ("link", "fault", "site_load_kw", "coordinator", "tag") if k in fields]
         if len(kinds) != 1:
-            item.fail("an event has exactly one of link:, fault:, site_load_kw:, coordinator:")
+            item.fail(
+                "an event has exactly one of link:, fault:, site_load_kw:, coordinator:, tag:"
+            )
         station_v = fields.get("station")
         if station_v is not None and "link" not in fields:
             station_v.fail("only a link: event names a station")
@@ -297,6 +317,12 @@ def _events(
                 if station not in stations:
                     station_v.fail(f"no station {station!r} (stations: {', '.join(stations)})")
             events.append((Event(at, link_up=word == "up", station=station), link))
+        elif (tag_v := fields.get("tag")) is not None:
+            try:
+                tag = check_tag(str(tag_v.node.value))
+            except ValueError as exc:
+                tag_v.fail(str(exc))
+            events.append((Event(at, tag=tag), tag_v))
         elif (coord := fields.get("coordinator")) is not None:
             word = coord.string()
             if word != "restart":

@@ -33,8 +33,10 @@ from typing import Any
 from controller.core import Controller
 from controller.dynamic import DynamicLimits
 from controller.limits import LimitTree
+from firmware.auth import AuthMode, Authorizer
 from firmware.runner import VirtualRunner
 from firmware.station import Allocator, Snapshot, Station
+from hal.rfid.sim import SimTagReader
 from hal.sim.bus import SimBus
 from tools.checker import Breach
 from tools.recorder import Recorder, Series, SimResult
@@ -71,12 +73,16 @@ def build(
         jumper=scenario.jumper,
         seed=scenario.seed,
     )
+    # Who may charge, as the station file says; the drivers' tags reach it through the
+    # simulated reader (an EV's id_tag on arrival, tag: events).
     station = Station(
         scenario.site,
         bus,
         controller_factory(tree, scenario),
         jumper=scenario.jumper,
         port_config=scenario.port_config,
+        authorizer=Authorizer(scenario.auth, tuple(p.id for p in scenario.site.ports)),
+        tag_reader=SimTagReader() if scenario.auth.mode is AuthMode.TAGS else None,
     )
     return station, bus, tree
 
@@ -105,6 +111,11 @@ def simulate(
     for event in scenario.events:
         if event.at <= until:
             runner.at(event.at, _action(event, station, bus, tree, dynamic))
+    reader = station.tag_reader
+    if isinstance(reader, SimTagReader):
+        for ev in scenario.evs:
+            if ev.id_tag is not None and ev.arrive_s <= until:
+                runner.at(ev.arrive_s, _presenting(reader, ev.id_tag))
     if dynamic is not None:
         dynamic.schedule(until)
     recorder = Recorder(scenario, bus, tree, trace_dir, keep_series, until=until, plot=plot)
@@ -125,6 +136,15 @@ def simulate(
     return recorder.result(until, wall_s, trace_dir)
 
 
+def _presenting(reader: SimTagReader, tag: str) -> Callable[[], None]:
+    """The driver's tag at the reader (on arrival, a scenario's id_tag)."""
+
+    def present() -> None:
+        reader.present(tag)
+
+    return present
+
+
 def _action(
     event: Any,
     station: Station,
@@ -135,6 +155,9 @@ def _action(
     def run() -> None:
         if event.link_up is not None:
             station.link_up = event.link_up
+        elif event.tag is not None:
+            if isinstance(station.tag_reader, SimTagReader):
+                station.tag_reader.present(event.tag)
         elif event.fault_kind is not None:
             bus.inject(event.fault_port, event.fault_kind, active=not event.fault_clear)
         elif event.site_load_kw is not None:

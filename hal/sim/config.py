@@ -17,6 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from hal.pilot import MAX_A as J1772_MAX_A  # PWM encodes at most 80 A (IEC 61851-1 Table A.7)
+from hal.rfid import check_tag
 from hal.sim.ev import EvSpec
 from hal.yamlnodes import Value, fmt
 
@@ -67,6 +68,7 @@ _EV_KEYS = (
     "min_a",
     "wakes",
     "overdraw_a",
+    "id_tag",
 )
 
 
@@ -114,6 +116,11 @@ def parse_evs(value: Value, port_ids: Collection[str]) -> tuple[EvSpec, ...]:
                 kwargs[{"arrive": "arrive_s", "leave": "leave_s"}.get(key, key)] = entry.duration()
             elif key == "wakes":
                 kwargs[key] = entry.boolean()
+            elif key == "id_tag":
+                try:
+                    kwargs[key] = check_tag(str(entry.node.value))
+                except ValueError as exc:
+                    entry.fail(str(exc))
             elif key == "phases":
                 phases = entry.integer()
                 if phases not in (1, 2, 3):

@@ -22,6 +22,7 @@ class EvSpec:
     (<= 5 s complies with J1772; more is a non-compliant vehicle). ``min_a``: offered less
     than this, the vehicle draws nothing. ``wakes``: False for a vehicle that does not resume
     after a pause. ``overdraw_a``: draws this much more than offered (a faulty vehicle).
+    ``id_tag``: the RFID tag its driver presents on arrival (a station in ``mode: tags``).
     """
 
     port: str
@@ -36,6 +37,7 @@ class EvSpec:
     min_a: float = 6.0
     wakes: bool = True
     overdraw_a: float = 0.0
+    id_tag: str | None = None
 
 
 # Where a typical lithium-ion pack starts to taper its charge current (constant-current to
