@@ -162,6 +162,14 @@ class Station:
             raise KeyError(port_id)
         self._resets.add(port_id)
 
+    def meters(self) -> dict[str, Meter]:
+        """Each port's meter."""
+        return dict(self._meters)
+
+    def readings(self) -> dict[str, MeterReading | None]:
+        """Each port's meter reading as the last tick read it (None: no reading)."""
+        return dict(self._readings)
+
     # --- what survives a restart ----------------------------------------------------
 
     def restore_ports(self, records: Mapping[str, PortRecord], now: float = 0.0) -> None:

@@ -106,7 +106,13 @@ class MeterReading:
 
 @runtime_checkable
 class Meter(Protocol):
-    """An energy meter (a port's or the site's)."""
+    """An energy meter (a port's or the site's).
+
+    Optional: ``has_energy_register`` (bool attribute), True when ``energy_wh`` is the meter's
+    own energy register (a Modbus meter's import kWh, the simulated meter's) rather than an
+    integration by the host (a board's current transformer); session records say which
+    (``firmware.sessions``). Absent: False.
+    """
 
     def latest(self) -> MeterReading | None:
         """The newest reading, or None if the meter has never answered."""

@@ -82,12 +82,13 @@ def _parser() -> argparse.ArgumentParser:
 
     # Commands of the field-bus backends. Each module adds its own parser and sets ``run``;
     # none imports its bus library (pymodbus, pyserial, aiomqtt) until the command runs.
-    from tools import board_sim_cmd, coordinator_cmd, keygen_cmd, meter_cmd
+    from tools import board_sim_cmd, coordinator_cmd, keygen_cmd, meter_cmd, sessions_cmd
 
     meter_cmd.register(sub)
     board_sim_cmd.register(sub)
     coordinator_cmd.register(sub)
     keygen_cmd.register(sub)
+    sessions_cmd.register(sub)
     for command in {id(p): p for p in sub.choices.values()}.values():
         _add_log_options(command)
     return parser

@@ -7,9 +7,11 @@ last record says how the run ended and that every port was left safe.
 Lockouts and GFCI trip counts are kept in ``<state dir>/<station id>.ports.json``
 (``firmware.portstate``): ``--state-dir``, by default ``$STATE_DIRECTORY`` (systemd's
 ``StateDirectory=``), else ``$XDG_STATE_HOME/ampshare`` or ``~/.local/state/ampshare``.
-``--broker URL`` puts the station's link on another broker than its config names. Under a
-``Type=notify`` unit (``$NOTIFY_SOCKET``) it tells systemd when it is ready, that its loop
-is alive, what it is doing and that it stops (``firmware.sdnotify``).
+Charging sessions go to ``<state dir>/<station id>.sessions.db`` (``firmware.sessions``;
+``ampshare sessions`` lists them). ``--broker URL`` puts the station's link on another broker
+than its config names. Under a ``Type=notify`` unit (``$NOTIFY_SOCKET``) it tells systemd
+when it is ready, that its loop is alive, what it is doing and that it stops
+(``firmware.sdnotify``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from firmware.config import ConfigError, load_station
 from firmware.portstate import attach, default_state_dir
 from firmware.runner import RealtimeRunner
 from firmware.sdnotify import StationNotifier
+from firmware.sessions.live import StationSessions
 from firmware.station import PortView, Snapshot
 from hal.clock import StationClock
 from hal.durations import format_duration
@@ -84,13 +87,15 @@ class _LogLines:
 
 
 def _notifying(
-    notifier: StationNotifier, update: Callable[[Snapshot], None]
+    notifier: StationNotifier, sessions: StationSessions, update: Callable[[Snapshot], None]
 ) -> Callable[[Snapshot], None]:
     """The runner's per-tick hook: systemd is told first (the watchdog's tick time is taken
-    as close to the tick as it can be), then the table or the log lines."""
+    as close to the tick as it can be), then the session records are queued (never written
+    here: firmware.sessions), then the table or the log lines."""
 
     def on_step(snap: Snapshot) -> None:
         notifier.ticked(snap)
+        sessions.ticked(snap)
         update(snap)
 
     return on_step
@@ -138,7 +143,12 @@ def run_command(
 
     # Before the first tick: ports start from what the last run left. The loader never fails
     # (a bad file starts every port locked out, loudly); writing is a service of the runner.
-    attach(station, config.id, state_dir or default_state_dir(), to_unix=to_unix)
+    directory = state_dir or default_state_dir()
+    attach(station, config.id, directory, to_unix=to_unix)
+    # Charging sessions, durable across power cuts, in the same state directory.
+    sessions = StationSessions(
+        station, config.id, {p.id: p.voltage_v for p in config.site.ports}, directory
+    )
     hardware = station.hardware
 
     def soc(port_id: str) -> float | None:
@@ -178,13 +188,17 @@ def run_command(
             loop.add_signal_handler(sig, _stop, sig)
         if config.auth.settings.tags_file is not None:
             loop.add_signal_handler(signal.SIGHUP, _reload_tags)
-        if live and console.is_terminal:
-            with LiveView(title, console, soc) as view:
-                await runner.run(duration, _notifying(notifier, view.update))
-        else:
-            lines = _LogLines(speed)
-            await runner.run(duration, _notifying(notifier, lines.update))
-            lines.final()
+        await sessions.start()
+        try:
+            if live and console.is_terminal:
+                with LiveView(title, console, soc) as view:
+                    await runner.run(duration, _notifying(notifier, sessions, view.update))
+            else:
+                lines = _LogLines(speed)
+                await runner.run(duration, _notifying(notifier, sessions, lines.update))
+                lines.final()
+        finally:
+            await sessions.stop()
 
     def _reload_tags() -> None:
         # SIGHUP, as daemons re-read their lists: a bad file keeps the list in force.

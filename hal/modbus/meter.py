@@ -98,6 +98,8 @@ class ModbusMeter:
     ) -> None:
         self.url = url
         self.map = meter_map
+        # The meter's own import energy register (hal.interfaces.Meter): if its map reads one.
+        self.has_energy_register = any(q.name == "kwh_import" for q in meter_map.quantities)
         self.clock = clock
         self.pool = pool
         self.name = url.name

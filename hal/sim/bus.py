@@ -52,6 +52,9 @@ class HistoryEntry:
 class SimPort:
     """One simulated port: pilot driver, contactor, ground monitor and meter in one object."""
 
+    # Its meter counts energy itself, as a real meter's register does (hal.interfaces.Meter).
+    has_energy_register = True
+
     def __init__(self, bus: SimBus, port_id: str, voltage_v: float, rng: random.Random) -> None:
         self._bus = bus
         self.id = port_id
