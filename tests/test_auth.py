@@ -282,3 +282,22 @@ def test_scenario_tags_are_checked(tmp_path: Path, edit: tuple[str, str], messag
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_scenario(path)
+
+
+def test_the_run_summary_lists_its_sessions_with_tags_and_reasons() -> None:
+    from tools.scenario import load_scenario
+    from tools.simulate import simulate
+
+    root = Path(__file__).resolve().parent.parent
+    summary = simulate(load_scenario(root / "configs" / "scenarios" / "tags.yaml")).summary
+    sessions = summary["sessions"]
+    assert [(x["port"], x["id_tag"], x["stop_reason"]) for x in sessions] == [
+        ("1", ALICE, "Local"),
+        ("2", BOB, None),  # still charging when the run ends
+    ]
+    assert sessions[0]["start_s"] == 60.0 and sessions[0]["stop_s"] == pytest.approx(3600.0, abs=1)
+    # The records' energy is the simulated meters': the run's per-port totals; an open
+    # session's up to its last checkpoint, at most 60 s (0.11 kWh at 32 A) behind.
+    closed, still = sessions
+    assert closed["energy_kwh"] == pytest.approx(summary["energy_kwh"]["1"], abs=0.01)
+    assert 0.0 <= summary["energy_kwh"]["2"] - still["energy_kwh"] <= 0.12

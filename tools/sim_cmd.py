@@ -162,6 +162,7 @@ def print_summary(
         lines.append(f"lowest offer to a charging car: {s['min_charging_a']:.1f} A")
     lines.append(_held(s))
     lines.append(_faults(s, timeline, clock))
+    lines.extend(_sessions(s, clock))
     if s["not_responding"]:
         lines.append("not responding: " + ", ".join(s["not_responding"]))
     link = s.get("link")
@@ -173,6 +174,26 @@ def print_summary(
         lines.append(f"plot: {plot}")
     for line in lines:
         console.print(line)
+
+
+def _sessions(s: dict[str, Any], clock: Clock) -> list[str]:
+    """The run's charging sessions, one line each (the tracker a station runs)."""
+    sessions: list[dict[str, Any]] = s.get("sessions", [])
+    if not sessions:
+        return ["sessions: none"]
+    lines = [f"sessions: {len(sessions)}"]
+    for x in sessions:
+        tag = f" tag {x['id_tag']}" if x["id_tag"] else ""
+        if x["stop_s"] is None:
+            end = "still charging at the end"
+        else:
+            why = x["stop_reason"] + (f" ({x['stop_detail']})" if x["stop_detail"] else "")
+            end = f"to {clock.moment(x['stop_s'])}, {why}"
+        lines.append(
+            f"  port {x['port']}{tag}: {x['energy_kwh']:.2f} kWh, from "
+            f"{clock.moment(x['start_s'])} {end}"
+        )
+    return lines
 
 
 def _wall(seconds: float) -> str:
