@@ -25,7 +25,6 @@ counts at its full offer), and a Modbus meter per port gives the controller what
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -48,6 +47,7 @@ from hal.interfaces import (
 )
 from hal.pilot import PilotError, diode_ok
 from hal.registry import BackendError
+from hal.tasks import cancel_and_wait
 
 __all__ = [
     "PILOT_SETTLE_S",
@@ -184,10 +184,7 @@ class PilotSampler:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 def _band(sample: PilotSample) -> str | None:

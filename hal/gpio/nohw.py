@@ -15,7 +15,6 @@ Anyone can point ``pwm_root`` at a fresh folder and watch ``pwmchip0/pwm0/duty_c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from hal.gpio.sysfs_sim import SimPwmKernel
 from hal.interfaces import BackendContext
 from hal.sim.bus import SimBus
 from hal.sim.ev import EvSpec
+from hal.tasks import cancel_and_wait
 
 __all__ = ["PILOT_NOISE_V", "STEP_S", "NoHardware"]
 
@@ -66,10 +66,7 @@ class NoHardware:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self.kernel.stop()
 
     async def _run(self) -> None:

@@ -12,7 +12,6 @@ failure) to the meter (``hal.modbus.meter.ModbusMeter``). ``LinePool`` (and the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from hal.modbus import codec
 from hal.modbus.maps import Block, MeterMap
 from hal.modbus.url import MeterUrl
+from hal.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from hal.modbus.meter import ModbusMeter
@@ -132,10 +132,7 @@ class Line:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._reset()
 
     # --- requests -----------------------------------------------------------------------

@@ -16,12 +16,12 @@ ends (docs/meters.md).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
 from hal.interfaces import Meter
 from hal.modbus.server import MeterServer
+from hal.tasks import cancel_and_wait
 
 __all__ = ["SimMeterFeed"]
 
@@ -101,10 +101,7 @@ class SimMeterFeed:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self.server.stop()
 
     async def _run(self) -> None:

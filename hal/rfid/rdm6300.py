@@ -46,6 +46,7 @@ from hal.clock import Clock
 from hal.durations import parse_duration
 from hal.registry import BackendError
 from hal.rfid.reader import HOLD_OFF_S, Debouncer, TagRead
+from hal.tasks import cancel_and_wait
 
 __all__ = [
     "DEFAULT_BAUD",
@@ -247,11 +248,8 @@ class Rdm6300Reader:
         self._task = asyncio.create_task(self._reopen_loop(), name="rfid-rdm6300")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         self._close()
 
     # --- the device -------------------------------------------------------------------

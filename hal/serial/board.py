@@ -57,6 +57,7 @@ from hal.serial.protocol import (
 )
 from hal.sim.bus import SimBus, SimPort
 from hal.sim.ev import EvSpec
+from hal.tasks import cancel_and_wait
 
 __all__ = [
     "DEFAULT_WATCHDOG_S",
@@ -198,11 +199,8 @@ class BoardSim:
     async def stop(self) -> None:
         if self._loop is not None:
             self._loop.remove_reader(self.fd)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     def close(self) -> None:
         """Close the pty (after ``stop``)."""

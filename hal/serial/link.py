@@ -44,6 +44,7 @@ from hal.serial.protocol import (
     encode,
 )
 from hal.serial.settings import HEARTBEAT_BYTES, WATCHDOG_MARGIN_S, LinkSettings
+from hal.tasks import cancel_and_wait
 
 __all__ = ["Episode", "LinkStats", "SerialLink", "Slot"]
 
@@ -174,11 +175,8 @@ class SerialLink:
 
     async def _stop_link(self) -> None:
         """End the link task and release the device."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
         self._close()
 
     def link_stats(self) -> dict[str, int]:
