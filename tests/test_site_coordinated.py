@@ -388,3 +388,22 @@ def test_sim_command_prints_the_link_summary(tmp_path: Path) -> None:
     assert summary["breaches"] == 0
     assert summary["link"]["stations"] == 5
     assert summary["link"]["dropped"] > 0
+
+
+def test_a_coordinated_run_lists_every_stations_sessions() -> None:
+    """``ampshare sim`` of a site of stations: each station's tracker records its own ports'
+    sessions, as each station would."""
+    from tools.scenario import load_scenario
+    from tools.simulate import simulate
+
+    root = Path(__file__).resolve().parent.parent
+    scenario = load_scenario(root / "configs" / "scenarios" / "site-coordinated.yaml")
+    summary = simulate(scenario).summary
+    sessions = summary["sessions"]
+    plugged = {ev.port for ev in scenario.evs}
+    assert {x["port"] for x in sessions} == plugged
+    for x in sessions:
+        # An open one is at most a checkpoint (60 s at 30 A) behind the simulated meter.
+        assert 0.0 <= summary["energy_kwh"][x["port"]] - x["energy_kwh"] <= 0.12 or (
+            x["stop_s"] is not None
+        )

@@ -34,6 +34,7 @@ from firmware.station import Snapshot, Station
 from hal.sim.bus import SimBus
 from hal.sim.view import BusView
 from tools.recorder import Recorder, SimResult
+from tools.run_sessions import RunSessions
 from tools.scenario import Scenario
 
 __all__ = ["simulate_site"]
@@ -226,9 +227,12 @@ def simulate_site(
         if event.at <= until:
             runner.at(event.at, site.action(event, bus))
     recorder = Recorder(scenario, bus, tree, trace_dir, keep_series, until=until, plot=plot)
+    sessions = RunSessions(scenario, list(site.stations.values()))
 
     def step(now: float, snaps: list[Snapshot]) -> None:
         recorder(site.snapshot(now, snaps))
+        for snap in snaps:
+            sessions(snap)
         if progress is not None:
             progress(now)
 
@@ -238,4 +242,6 @@ def simulate_site(
     finally:
         recorder.close()
     wall_s = time.perf_counter() - wall
-    return recorder.result(until, wall_s, trace_dir, link=site.summary())
+    return recorder.result(
+        until, wall_s, trace_dir, link=site.summary(), sessions=sessions.summary()
+    )

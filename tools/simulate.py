@@ -23,7 +23,6 @@ API::
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -36,12 +35,12 @@ from controller.dynamic import DynamicLimits
 from controller.limits import LimitTree
 from firmware.auth import AuthMode, Authorizer
 from firmware.runner import VirtualRunner
-from firmware.sessions import SessionRecord, SessionTracker, StopReason
 from firmware.station import Allocator, Snapshot, Station
 from hal.rfid.sim import SimTagReader
 from hal.sim.bus import SimBus
 from tools.checker import Breach
 from tools.recorder import Recorder, Series, SimResult
+from tools.run_sessions import RunSessions
 from tools.scenario import Scenario
 from tools.simsite import simulate_site
 
@@ -121,7 +120,7 @@ def simulate(
     if dynamic is not None:
         dynamic.schedule(until)
     recorder = Recorder(scenario, bus, tree, trace_dir, keep_series, until=until, plot=plot)
-    sessions = RunSessions(scenario, station)
+    sessions = RunSessions(scenario, [station])
     report = progress
 
     def step(snap: Snapshot) -> None:
@@ -137,58 +136,6 @@ def simulate(
         recorder.close()
     wall_s = time.perf_counter() - wall
     return recorder.result(until, wall_s, trace_dir, sessions=sessions.summary())
-
-
-class RunSessions:
-    """The charging sessions of a run (``firmware.sessions``' tracker, fed every tick, as a
-    station does; in memory: a run's records are its summary), with the scenario's ``start``
-    as the wall clock."""
-
-    def __init__(self, scenario: Scenario, station: Station) -> None:
-        self.station = station
-        self.start = scenario.start.replace(tzinfo=scenario.start.tzinfo or dt.UTC)
-        meters = station.meters()
-        self.tracker = SessionTracker(
-            scenario.name,
-            station.port_ids,
-            voltage_v={p.id: p.voltage_v for p in scenario.site.ports},
-            has_register={
-                pid: bool(getattr(m, "has_energy_register", False)) for pid, m in meters.items()
-            },
-        )
-        self.records: dict[str, SessionRecord] = {}
-
-    def __call__(self, snap: Snapshot) -> None:
-        station = self.station
-        for event in station.auth_events:
-            if event.kind == "stop" and event.port is not None:
-                self.tracker.stop(event.port, StopReason.Local)
-        tags = station.authorizer.settings.mode is AuthMode.TAGS
-        wall = self.start + dt.timedelta(seconds=snap.t)
-        for ev in self.tracker.step(
-            snap.t, wall, snap, station.readings(), station.authorizer.tags() if tags else None
-        ):
-            self.records[ev.record.session_id] = ev.record
-
-    def summary(self) -> list[dict[str, Any]]:
-        """One entry per session, in start order: times in station seconds from the start;
-        a session still open at the end of the run has no stop, and its energy is up to its
-        last checkpoint (at most ``CHECKPOINT_S`` behind), as a station's record would be."""
-        out = []
-        for r in sorted(self.records.values(), key=lambda r: (r.start_at, r.port_id)):
-            stop = None if r.stop_at is None else (r.stop_at - self.start).total_seconds()
-            out.append(
-                {
-                    "port": r.port_id,
-                    "id_tag": r.id_tag,
-                    "start_s": (r.start_at - self.start).total_seconds(),
-                    "stop_s": stop,
-                    "energy_kwh": round(r.energy_wh / 1000.0, 4),
-                    "stop_reason": None if r.stop_reason is None else r.stop_reason.value,
-                    "stop_detail": r.stop_detail,
-                }
-            )
-        return out
 
 
 def _presenting(reader: SimTagReader, tag: str) -> Callable[[], None]:
