@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
+from hal.rfid import check_tag
+
 __all__ = [
     "DEFAULT_AUTH_TIMEOUT_S",
     "AuthEvent",
@@ -175,5 +177,9 @@ class Authorizer:
 
 
 def _norm(tag: str) -> str:
-    """Tags compare as upper-case hex, whatever case a list or a reader writes them in."""
-    return tag.strip().upper()
+    """Tags compare as ``hal.rfid.check_tag`` writes them (upper-case hex); a string that is
+    no tag stays as it is and matches nothing on a list of tags."""
+    try:
+        return check_tag(tag.strip())
+    except ValueError:
+        return tag

@@ -221,7 +221,8 @@ class PortState:
     reset_in: bool = False  # inputs.reset on the last tick (a lockout reset is an edge)
 
 
-_CONNECTED = frozenset({Mode.B1, Mode.B2, Mode.C1, Mode.C2})
+# A vehicle is plugged in and the port can charge it (B1, B2, C1, C2): the one list of them.
+CONNECTED_MODES = frozenset({Mode.B1, Mode.B2, Mode.C1, Mode.C2})
 _INVALID_PILOT: frozenset[PilotState | None] = frozenset({None, PilotState.E, PilotState.F})
 
 
@@ -273,7 +274,7 @@ def restored_state(
 
 def is_connected(state: PortState) -> bool:
     """A vehicle is plugged in and the port can charge it (B1, B2, C1, C2)."""
-    return state.mode in _CONNECTED
+    return state.mode in CONNECTED_MODES
 
 
 def is_requesting(state: PortState) -> bool:

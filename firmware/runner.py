@@ -131,12 +131,13 @@ class RealtimeRunner:
             # A backend that hears of input changes (a board's pilot event) gets a tick at
             # once rather than at the next period: the contactor opens sooner after an unplug.
             hardware.on_input_change = self._input_changed
-        await hardware.start()
-        # Safe before anything else: a previous run that died (a watchdog kill) may have left
-        # a PWM on or a contactor closed, and starting the services can take seconds. The first
-        # tick then confirms it by sensing (what firmware.sdnotify waits for to say READY=1).
-        leave_safe(hardware.ports)
         try:
+            # Inside the try: a start that fails half way still ends in Station.shutdown.
+            await hardware.start()
+            # Safe before anything else: a previous run that died (a watchdog kill) may have
+            # left a PWM on or a contactor closed, and starting the services can take seconds.
+            # The first tick then confirms it by sensing (firmware.sdnotify's READY=1).
+            leave_safe(hardware.ports)
             for service in self.station.services:
                 await service.start()
                 started.append(service)

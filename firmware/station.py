@@ -82,6 +82,7 @@ class PortView:
     contactor: bool  # sensed
     fault: str | None
     binding: str
+    authorized: bool = True  # may be offered current (firmware.auth; always so in free mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +203,9 @@ class Station:
             for pid in self.port_ids
         }
         tags = [] if self.tag_reader is None else [read.tag for read in self.tag_reader.take()]
-        plugged = {pid: pm.is_connected(state) for pid, (state, _) in first.items()}
+        # Plugged in from the pilot's first B to its next A: a fault or a GFCI wait in between
+        # is not an unplug (it must not cost the driver the tag).
+        plugged = {pid: pm.session_start(state) is not None for pid, (state, _) in first.items()}
         self.auth_events = self.authorizer.step(now, plugged, tags)
         for event in self.auth_events:
             _log_auth(event)
@@ -216,7 +219,11 @@ class Station:
                 metered_at=self._metered_at(pid, inputs[pid]),
             )
             if self.authorizer.allowed(pid)
-            else PortObservation(connected=False, metered_a=inputs[pid].metered_a)
+            else PortObservation(
+                connected=False,
+                metered_a=inputs[pid].metered_a,
+                metered_at=self._metered_at(pid, inputs[pid]),
+            )
             for pid, (state, _) in first.items()
         }
         decision = self.controller.update(now, observations, link_up=self.link_up)
@@ -254,9 +261,12 @@ class Station:
 
     async def shutdown(self) -> None:
         """Leave every port safe and release the hardware."""
-        # Here as well as in the backend's stop(): safe even if a backend's stop() is not.
-        leave_safe(self._hw.values())
-        await self.hardware.stop()
+        # Here as well as in the backend's stop(): safe even if a backend's stop() is not; and
+        # the backend's stop (which releases relays, stills a keepalive) even if a write failed.
+        try:
+            leave_safe(self._hw.values())
+        finally:
+            await self.hardware.stop()
 
     # --- internals ------------------------------------------------------------------
 
@@ -367,4 +377,5 @@ class Station:
             contactor=self._hw[pid].contactor.feedback(),
             fault=pm.fault(state),
             binding=decision.binding.get(pid, ""),
+            authorized=self.authorizer.allowed(pid),
         )

@@ -47,7 +47,8 @@ _UNIT_S = {
 _NUMBER = r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?"
 # Longest unit names first, so that "ms" is not read as "m" followed by "s".
 _UNITS = "|".join(sorted(_UNIT_S, key=len, reverse=True))
-_PART = re.compile(rf"\s*({_NUMBER})\s*({_UNITS})(?![a-z])", re.IGNORECASE)
+# Case-sensitive, as in Go and systemd: "1M" would be a month to systemd, not a minute.
+_PART = re.compile(rf"\s*({_NUMBER})\s*({_UNITS})(?![A-Za-z])")
 _BARE = re.compile(rf"^\s*({_NUMBER})\s*$")
 _EXAMPLES = "e.g. 90s, 30m, 1h30m, '2h 15m', 1.5h, 1d, 500ms"
 
@@ -67,7 +68,9 @@ def parse_duration(value: object) -> float:
             seconds = float(value)
         except OverflowError:  # an int beyond any float; the number itself is too long to show
             raise ValueError("too large to be a duration (must be finite)") from None
-    if math.isnan(seconds) or seconds < 0:
+    if math.isnan(seconds):
+        raise ValueError(f"{value!r} is not a number")
+    if seconds < 0:
         raise ValueError(f"{value!r} is negative (a duration is >= 0)")
     if not math.isfinite(seconds):
         raise ValueError(f"{value!r} is not a finite duration")
@@ -87,7 +90,7 @@ def _parse_text(text: str) -> float:
         match = _PART.match(text, pos)
         if match is None:
             raise ValueError(f"{text!r} is not a duration ({_EXAMPLES})")
-        total += float(match.group(1)) * _UNIT_S[match.group(2).lower()]
+        total += float(match.group(1)) * _UNIT_S[match.group(2)]
         pos, parts = match.end(), parts + 1
     if parts == 0:
         raise ValueError(f"{text!r} is not a duration ({_EXAMPLES})")

@@ -190,9 +190,17 @@ def leave_safe(ports: Iterable[PortHardware]) -> None:
     every backend's ``Hardware.stop``). PWM off first, then open: a vehicle (or a board) sees
     its offer end no later than its contactor opens.
     """
+    failures: list[Exception] = []
     for port in ports:
-        port.pilot.steady()
-        port.contactor.command(False)
+        # Every port, and each contactor even when its pilot write failed: one failed write
+        # must not leave another port offering or a contactor closed.
+        for action in (port.pilot.steady, lambda p=port: p.contactor.command(False)):
+            try:
+                action()
+            except Exception as exc:
+                failures.append(exc)
+    if failures:
+        raise failures[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,12 +125,16 @@ ports: [{id: "1", group: feed}, {id: "2", group: feed}]
 @pytest.mark.parametrize(
     ("block", "message"),
     [
-        ("auth: {mode: tags}", "mode: tags needs tags: or tags_file:"),
+        ('auth: {mode: tags, reader: "sim://"}', "mode: tags needs tags: or tags_file:"),
+        ("auth: {mode: tags, tags: [0A00B1C2D3]}", "mode: tags needs reader:"),
         ("auth: {mode: badge}", "'badge' is not a mode"),
-        ("auth: {mode: tags, tags: [XYZ]}", "auth.tags[0]: not a tag"),
+        ('auth: {mode: tags, tags: [XYZ], reader: "sim://"}', "auth.tags[0]: not a tag"),
         ("auth: {tags: [0A00B1C2D3]}", "tags are for mode: tags"),
-        ("auth: {mode: tags, tags: [0A00B1C2D3], timeout: 0s}", "must be between 1s and 1h"),
-        ("auth: {mode: tags, tags_file: nope.txt}", "no such readable file"),
+        (
+            'auth: {mode: tags, tags: [0A00B1C2D3], timeout: 0s, reader: "sim://"}',
+            "must be between 1s and 1h",
+        ),
+        ('auth: {mode: tags, tags_file: nope.txt, reader: "sim://"}', "no such readable file"),
         ("auth: {mode: tags, tags: [0A00B1C2D3], timout: 5s}", "did you mean 'timeout'"),
     ],
 )
@@ -147,7 +151,9 @@ def test_bad_auth_blocks_are_refused_with_file_line(
 def test_a_tags_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "tags.txt").write_text(f"# staff\n{ALICE.lower()}\n\n{BOB}  # the van\n")
     path = tmp_path / "st.yaml"
-    path.write_text(STATION + "auth: {mode: tags, tags_file: tags.txt, timeout: 2m}\n")
+    path.write_text(
+        STATION + "auth: {mode: tags, tags_file: tags.txt, timeout: 2m, reader: 'sim://'}\n"
+    )
     config = load_station(path)
     assert config.auth.settings.tags == {ALICE, BOB}
     assert config.auth.settings.timeout_s == 120.0
@@ -214,7 +220,9 @@ def test_sighup_reloads_the_tags_file_and_a_bad_file_keeps_the_list(tmp_path: Pa
     tags_file = tmp_path / "tags.txt"
     tags_file.write_text(f"{ALICE}\n")
     path = tmp_path / "st.yaml"
-    path.write_text(STATION + f"auth: {{mode: tags, tags: [{BOB}], tags_file: tags.txt}}\n")
+    path.write_text(
+        STATION + f'auth: {{mode: tags, tags: [{BOB}], tags_file: tags.txt, reader: "sim://"}}\n'
+    )
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(
         [sys.executable, "-m", "tools.cli", "run", "--config", str(path)],
@@ -242,6 +250,9 @@ def test_sighup_reloads_the_tags_file_and_a_bad_file_keeps_the_list(tmp_path: Pa
         proc.send_signal(signal.SIGHUP)
         wait_for("tags not reloaded, the list in force stays")
         assert "tags.txt:1" in lines[-1]
+        tags_file.write_text("# emptied by a half-finished copy\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_for("no tag in it (a half-written file?)")
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
@@ -301,3 +312,78 @@ def test_the_run_summary_lists_its_sessions_with_tags_and_reasons() -> None:
     closed, still = sessions
     assert closed["energy_kwh"] == pytest.approx(summary["energy_kwh"]["1"], abs=0.01)
     assert 0.0 <= summary["energy_kwh"]["2"] - still["energy_kwh"] <= 0.12
+
+
+def test_sighup_never_ends_a_station_without_a_tags_file() -> None:
+    """systemd's reload, or a stray SIGHUP: the station goes on (SIGHUP's default would end it
+    without leaving the ports safe or closing the sessions)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "run",
+            "--config",
+            str(root / "configs" / "demo-jumper.yaml"),
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    seen = ""
+    while "port 1: A" not in seen:
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    proc.send_signal(signal.SIGHUP)
+    while "nothing to reload" not in seen:
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert err.strip().endswith("every port left safe (PWM off, contactor open)")
+
+
+def test_a_waiting_port_is_not_connected_for_the_coordinator_and_a_gfci_trip_keeps_the_tag(
+    tmp_path: Path,
+) -> None:
+    from firmware.app import build_station
+    from firmware.link.station_link import StationLink
+    from firmware.runner import VirtualRunner
+    from hal.rfid.sim import SimTagReader
+    from hal.sim.bus import SimBus
+
+    path = tmp_path / "st.yaml"
+    path.write_text(TAGS_STATION)
+    station = build_station(load_station(path))
+    reader = station.tag_reader
+    bus = station.hardware
+    assert isinstance(reader, SimTagReader) and isinstance(bus, SimBus)
+    runner = VirtualRunner(station)
+    runner.at(30.0, lambda: reader.present(ALICE))
+    runner.run(40.0)
+    snap = station.last
+    assert snap is not None
+    views = {v.id: v for v in snap.ports}
+    assert views["1"].authorized and not views["2"].authorized
+    # What the site's coordinator hears: port 2 (plugged in, no tag) is not there.
+    link = StationLink("hq", "st", ["st.1", "st.2"], local_ids={"st.1": "1", "st.2": "2"})
+    telemetry = link._ports(40.0, snap)
+    assert telemetry["st.1"].connected and not telemetry["st.2"].connected
+    # A ground fault on port 1 and its re-arm: the same plug-in, the same tag, charging again.
+    runner.at(60.0, lambda: bus.inject("1", "gfci"))
+    runner.at(70.0, lambda: bus.inject("1", "gfci", active=False))
+    runner.run(60.0 + 17 * 60.0)
+    view = next(v for v in station.last.ports if v.id == "1")  # type: ignore[union-attr]
+    assert view.mode.value == "C2" and view.offer_a > 0.0 and view.authorized

@@ -112,3 +112,26 @@ def test_virtual_time_skips_idle_time() -> None:
     runner.run(4 * 3600.0)
     # A 50 ms loop would tick 288,000 times in 4 h; the event-driven runner needs a fraction.
     assert runner.ticks < 2000
+
+
+def test_leave_safe_opens_every_contactor_even_when_a_pilot_write_fails() -> None:
+    """One refused write (a sysfs PWM file, a lost board) must not leave another port offering
+    or any contactor closed; the first failure is raised after all were tried."""
+    from hal.interfaces import PortHardware, leave_safe
+    from hal.sim.bus import SimBus
+
+    bus = SimBus(["1", "2"], [])
+    for port in ("1", "2"):
+        bus.port(port).pwm(26.6)
+        bus.port(port).command(True)
+
+    class Refused:
+        def steady(self) -> None:
+            raise OSError("write refused")
+
+    first = bus.ports[0]
+    broken = PortHardware(Refused(), first.contactor, first.ground, first.meter)  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="write refused"):
+        leave_safe([broken, bus.ports[1]])
+    assert not bus.port("1").commanded_closed  # its contactor opened all the same
+    assert bus.port("2").pilot_out == "steady" and not bus.port("2").commanded_closed

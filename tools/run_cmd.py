@@ -34,6 +34,7 @@ from firmware.sessions.live import StationSessions
 from firmware.station import PortView, Snapshot
 from hal.clock import StationClock
 from hal.durations import format_duration
+from hal.listen import ListenError
 from hal.registry import BackendError, scheme_of
 from hal.sim.bus import SimBus
 from tools.live import LiveView, limited_by
@@ -186,8 +187,8 @@ def run_command(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, _stop, sig)
-        if config.auth.settings.tags_file is not None:
-            loop.add_signal_handler(signal.SIGHUP, _reload_tags)
+        # Always: a service manager's reload must never end a station (SIGHUP's default).
+        loop.add_signal_handler(signal.SIGHUP, _reload_tags)
         await sessions.start()
         try:
             if live and console.is_terminal:
@@ -202,6 +203,9 @@ def run_command(
 
     def _reload_tags() -> None:
         # SIGHUP, as daemons re-read their lists: a bad file keeps the list in force.
+        if config.auth.settings.tags_file is None:
+            log.info("SIGHUP: nothing to reload (no tags_file)")
+            return
         try:
             tags = config.auth.reloaded_tags()
         except (OSError, ValueError) as exc:
@@ -216,7 +220,8 @@ def run_command(
 
     try:
         asyncio.run(main())
-    except OSError as exc:  # a listener of a backend (a sim meter server's port) is taken
+    except ListenError as exc:  # a backend's listener (a sim meter server's port) is taken
+        # Only this is bad input; any other failure is not (exit 1: systemd restarts it).
         print(f"ampshare: {config_path}: {exc}", file=sys.stderr)
         return 2
     # The runner returns only after Station.shutdown: PWM off and contactor open on each port.

@@ -40,7 +40,12 @@ class AuthConfig:
         """The allow-list read again (SIGHUP): the inline tags and the tags file as it is now;
         OSError or ValueError (naming the line) if the file cannot be read."""
         path = self.settings.tags_file
-        return self.inline | (read_tags_file(path) if path is not None else frozenset())
+        if path is None:
+            return self.inline
+        tags = read_tags_file(path)
+        if not tags:  # a truncated or half-written file must not lock every driver out
+            raise ValueError(f"{path}: no tag in it (a half-written file?)")
+        return self.inline | tags
 
 
 def _tag(text: str) -> str | None:
@@ -95,6 +100,9 @@ def parse_auth(value: Value) -> AuthConfig:
             tags |= read_tags_file(tags_file)
         except (OSError, ValueError) as exc:
             file_value.fail(str(exc))
+    reader = fields.get("reader")
+    if mode is AuthMode.TAGS and reader is None:
+        value.fail("mode: tags needs reader: (the tag reader; else no tag could ever be read)")
     if mode is AuthMode.TAGS and not tags and tags_file is None:
         value.fail("mode: tags needs tags: or tags_file: (else no tag could ever charge)")
     if mode is AuthMode.FREE and (tags or tags_file):
@@ -104,7 +112,6 @@ def parse_auth(value: Value) -> AuthConfig:
     if timeout_value is not None and not 1.0 <= timeout <= 3600.0:
         timeout_value.fail("must be between 1s and 1h")
     before = fields.get("tag_before_plugin")
-    reader = fields.get("reader")
     return AuthConfig(
         AuthSettings(
             mode=mode,

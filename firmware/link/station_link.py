@@ -96,7 +96,7 @@ from firmware.link.messages import (
     decode_limits,
     encode_telemetry,
 )
-from firmware.port import Mode
+from firmware.port import CONNECTED_MODES, Mode
 from firmware.station import Snapshot
 from hal.pilot import EV_RESPONSE_S, PilotState
 
@@ -144,8 +144,6 @@ MIN_TELEMETRY_INTERVAL_S = 0.1
 # Ticks whose applied limits are kept for telemetry: a snapshot is normally the last tick's
 # (the shells poll every 0.1 s, a station ticks at least once a second).
 _TICKS_KEPT = 32
-
-_CONNECTED = frozenset({Mode.B1, Mode.B2, Mode.C1, Mode.C2})
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,7 +484,8 @@ class StationLink:
             view = views.get(local)
             if view is None:
                 continue
-            connected = view.mode in _CONNECTED
+            # A port that waits for a tag is not there for the site either (firmware.auth).
+            connected = view.mode in CONNECTED_MODES and view.authorized
             out[wire] = PortTelemetry(
                 mode=view.mode.value,
                 pilot=None if view.pilot is None else view.pilot.value,

@@ -6,10 +6,11 @@ snapshot, meter readings and authorization to the tracker and the resulting reco
 store's queue, which never waits. A tag presented again (``firmware.auth``, event "stop")
 ends its session with OCPP's reason ``Local``.
 
-At start-up (``start``) the sessions a previous run left open (a power cut, a kill) are closed
-with ``PowerLoss`` at their last checkpoint. At a clean stop (``stop``, after the ports were
-left safe) every open session is closed with ``Other`` ("station stopped"), so that only a
-real power loss is ever recorded as one.
+At start-up (``start``) the sessions a previous run left open are closed with ``PowerLoss`` at
+their last checkpoint: the station cannot tell a power cut from a kill (SIGKILL, the watchdog's
+SIGABRT), which leave the same trace. When the run ends in the process (``stop``, after the
+ports were left safe: a signal, ``--for``, or an error) every open session is closed with
+``Other`` ("station stopped").
 """
 
 from __future__ import annotations

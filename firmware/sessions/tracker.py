@@ -73,7 +73,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from firmware.port import Mode
+from firmware.port import CONNECTED_MODES, Mode
 from firmware.sessions.model import EnergySource, SessionRecord, StopReason, utc
 from hal.interfaces import MeterReading
 from hal.pilot import PilotState
@@ -97,7 +97,7 @@ __all__ = [
 CHECKPOINT_S = 60.0
 # The modes in which a vehicle is plugged in and the port can charge it: the same set as
 # firmware.port.is_connected, which asks a whole PortState (a test keeps the two equal).
-CONNECTED_MODES = frozenset({Mode.B1, Mode.B2, Mode.C1, Mode.C2})
+
 # The detail of a DeAuthorized stop that nobody gave a reason for.
 WITHDRAWN = "authorization withdrawn"
 # The detail of a session closed by recover().

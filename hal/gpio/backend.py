@@ -63,8 +63,10 @@ log = logging.getLogger("ampshare.gpio")
 # Every port's pilot is sampled about this often: a state change is seen within a tick or two
 # of the 50 ms loop (J1772's 100 ms to open on leaving C is met with room).
 SAMPLE_PERIOD_S = 0.02
-# A sample older than this is no sample: the sampler has stopped, and the port must open.
-SAMPLE_STALE_S = 0.5
+# A sample older than this is no sample: the sampler has stopped, and the port must open. Ten
+# sampling periods: far beyond a burst's few milliseconds, near the 100 ms in which a contactor
+# must open after the pilot leaves C (docs/design.md), which a stalled sampler would hide.
+SAMPLE_STALE_S = 0.2
 # After an output change the pilot stage and the ADC input's filter settle before a burst is
 # taken (microseconds on the reference board; 5 ms is far beyond them, and beyond the
 # no-hardware world's 2 ms step).
@@ -175,11 +177,18 @@ class PilotSampler:
             self._task = asyncio.create_task(self._run(), name="ampshare:gpio-pilot")
 
     async def _run(self) -> None:
+        failing = False
         while True:
             try:
                 await self.sample_all()
-            except OSError as exc:  # the ADC stopped answering: samples go stale, ports open
-                log.error("pilot ADC: %s", exc)
+            except Exception as exc:  # the ADC stopped answering: samples go stale, ports open
+                if not failing:  # once per episode: not 50 lines a second into the journal
+                    log.error("pilot ADC failing, every port reads no pilot: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    log.warning("pilot ADC answers again")
+                failing = False
             await asyncio.sleep(SAMPLE_PERIOD_S)
 
     async def stop(self) -> None:
@@ -266,18 +275,25 @@ class GpioStation:
             self.on_input_change()
 
     async def stop(self) -> None:
-        leave_safe(self._ports)
-        self.keepalive.stop()
+        # Each step whatever the one before did (a start that failed half way, a sysfs write
+        # refused): the relays are released and the keepalive stilled in any case.
+        steps: list[Callable[[], object]] = [
+            lambda: leave_safe(self._ports),
+            self.keepalive.stop,
+            # -12 V, "EVSE not available", whatever the stage's inversion:
+            *(pilot.state_f for pilot in self.pilots),
+            *(contactor.close for contactor in self._contactors),
+            *(ground.close for ground in self._grounds),
+            self._jumper.close,
+            self.keepalive.close,
+            self._spi.close,
+        ]
         await self.sampler.stop()
-        for pilot in self.pilots:
-            pilot.state_f()  # -12 V, "EVSE not available", whatever the stage's inversion
-        for contactor in self._contactors:
-            contactor.close()
-        for ground in self._grounds:
-            ground.close()
-        self._jumper.close()
-        self.keepalive.close()
-        self._spi.close()
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                log.error("stopping the GPIO station: %s", exc)
         if self._world is not None:
             await self._world.stop()
 
