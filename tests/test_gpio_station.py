@@ -258,3 +258,21 @@ def test_a_pi_5_board_has_four_pwm_channels(tmp_path: Path) -> None:
     board = load_board(str(path))
     assert board.pwm_device == "1f00098000.pwm"
     assert [p.pwm_channel for p in board.ports] == [0, 3]
+
+
+def test_a_loose_wire_on_any_input_reads_the_safe_way() -> None:
+    """Every input is pulled up: undriven, an active-high GFCI trip reads tripped and an
+    active-high contactor feedback reads closed (a weld, not a false all-clear)."""
+    from gpiozero.pins.mock import MockFactory
+
+    from hal.gpio.board import Input
+    from hal.gpio.pins import GpioContactor, GpioGround, GpioJumper
+
+    factory = MockFactory()
+    assert GpioGround(factory, Input(5), None).gfci_tripped()
+    assert GpioContactor(factory, 17, Input(22)).feedback()
+    assert not GpioContactor(factory, 27, Input(23, active_low=True)).feedback()
+    assert not GpioJumper(factory, Input(26, active_low=True)).installed()
+    driven = GpioGround(factory, Input(6), None)
+    factory.pin(6).drive_low()  # the module's output says: not tripped
+    assert not driven.gfci_tripped()

@@ -308,7 +308,7 @@ class SessionStore:
         Never raises: a database that cannot be read is logged, and none are returned (the
         station must start anyway; the writer reports the same file in its own words)."""
         try:
-            return [r for r in self._read() if r.is_open]
+            return self._read("WHERE stop_at IS NULL")
         except (sqlite3.Error, ValueError) as exc:
             log.error(
                 "sessions database %s cannot be read (%s): sessions it left open are not "
@@ -345,12 +345,14 @@ class SessionStore:
         uri = self.path.resolve().as_uri() + "?mode=ro"
         return sqlite3.connect(uri, uri=True, timeout=READ_TIMEOUT_S)
 
-    def _read(self) -> list[SessionRecord]:
+    def _read(self, where: str = "") -> list[SessionRecord]:
         if not self.path.exists():
             return []
         with contextlib.closing(self._connect_read()) as conn:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute("SELECT * FROM sessions").fetchall()
+            # Start-up reads only the open ones (the sessions_open index): a station's years
+            # of records are not read before its first tick.
+            rows = conn.execute(f"SELECT * FROM sessions {where}").fetchall()
         records = [_from_row(row) for row in rows]
         records.sort(key=lambda r: (r.start_at, r.session_id))
         return records

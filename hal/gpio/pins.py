@@ -27,14 +27,32 @@ __all__ = ["GFCI_TEST_PULSE_S", "GpioContactor", "GpioGround", "GpioJumper", "Ke
 GFCI_TEST_PULSE_S = 0.1
 
 
-def _input(factory: Any, spec: Input) -> Any:
-    from gpiozero import DigitalInputDevice
+class _SafeInput:
+    """A digital input pulled up, whatever its polarity: a wire that comes loose then reads
+    high, which for every input of these boards is the safe reading (an active-high GFCI trip
+    reads tripped, an active-high contactor feedback reads closed, a jumper sense reads
+    fitted and is checked against the config). An active-low input is simply a contact to
+    ground."""
 
-    # An active-low input (a contact to ground) wants the pull-up; an active-high one is
-    # driven by its circuit and gets no pull at all.
-    if spec.active_low:
-        return DigitalInputDevice(spec.pin, pull_up=True, pin_factory=factory)
-    return DigitalInputDevice(spec.pin, pull_up=None, active_state=True, pin_factory=factory)
+    def __init__(self, factory: Any, spec: Input) -> None:
+        from gpiozero import DigitalInputDevice
+
+        # gpiozero ties the active level to the pull (pulled up: active when low), so an
+        # active-high input's level is the inverse of its device's is_active.
+        self._device = DigitalInputDevice(spec.pin, pull_up=True, pin_factory=factory)
+        self._low_active = spec.active_low
+
+    @property
+    def is_active(self) -> bool:
+        low = bool(self._device.is_active)  # pulled up: active means the pin is low
+        return low if self._low_active else not low
+
+    def close(self) -> None:
+        self._device.close()
+
+
+def _input(factory: Any, spec: Input) -> _SafeInput:
+    return _SafeInput(factory, spec)
 
 
 def _output(factory: Any, pin: int) -> Any:
