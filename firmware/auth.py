@@ -60,8 +60,9 @@ class AuthSettings:
 class AuthEvent:
     """What authorization did: ``kind`` is one of "accepted" (a port authorized, or a tag held
     for the next plug-in when ``port`` is None), "refused" (an unknown tag), "stop" (the same
-    tag again: stop the session, reason Local), "timeout" (a port stopped waiting, or a held
-    tag expired when ``port`` is None)."""
+    tag again: stop the session, reason Local), "remote" (stopped from outside, reason Remote:
+    ``Authorizer.stop``), "timeout" (a port stopped waiting, or a held tag expired when
+    ``port`` is None)."""
 
     kind: str
     tag: str | None
@@ -103,6 +104,16 @@ class Authorizer:
         """Each authorized port's tag (None in free mode); ports not authorized are absent."""
         return {pid: p.tag for pid, p in self._ports.items() if p.authorized}
 
+    def stop(self, port_id: str, now: float) -> AuthEvent | None:
+        """End the port's session from outside (a central system's remote stop): the port is
+        de-authorized until its vehicle is unplugged, in free mode too. None when the port has
+        no session to stop."""
+        port = self._ports[port_id]
+        if not port.authorized:
+            return None
+        port.authorized, port.done = False, True
+        return AuthEvent("remote", port.tag, port_id, now)
+
     def step(
         self, now: float, plugged: Mapping[str, bool], presented: Iterable[str] = ()
     ) -> list[AuthEvent]:
@@ -116,7 +127,7 @@ class Authorizer:
             if port.plugged_at is None:
                 port.plugged_at = now
                 if self.settings.mode is AuthMode.FREE:
-                    port.authorized = True
+                    port.authorized = not port.done
                 elif self._held is not None:
                     port.tag, port.authorized = self._held[0], True
                     self._held = None

@@ -46,6 +46,8 @@ def _log_auth(event: AuthEvent) -> None:
         log.warning("tag %s refused: not on the allow-list", event.tag)
     elif event.kind == "stop":
         log.info("tag %s presented again: %s stops (Local)", event.tag, where)
+    elif event.kind == "remote":
+        log.info("%s stopped remotely (Remote)", where)
     elif event.port is None:
         log.info("tag %s expired: no plug-in within the authorization timeout", event.tag)
     else:
@@ -132,6 +134,7 @@ class Station:
             self.port_ids
         )
         self._resets: set[str] = set()
+        self._remote_stops: set[str] = set()
         self._readings: dict[str, MeterReading | None] = dict.fromkeys(self.port_ids)
         # What the real-time runner starts after the hardware and stops after it: meters with
         # polling tasks of their own, and anything else added here (a meter server, a link).
@@ -156,6 +159,14 @@ class Station:
         self.auth_events: list[AuthEvent] = []
 
     # --- operator actions -----------------------------------------------------------
+
+    def stop_session(self, port_id: str) -> None:
+        """A remote stop (a central system's): the port's session ends on the next tick (its
+        offer goes to 0, the contactor opens as the port machine does at PWM off), and the port
+        stays de-authorized until its vehicle is unplugged (``firmware.auth``)."""
+        if port_id not in self._hw:
+            raise KeyError(port_id)
+        self._remote_stops.add(port_id)
 
     def reset(self, port_id: str) -> None:
         """Operator reset of a locked-out port (takes effect on the next tick)."""
@@ -207,6 +218,11 @@ class Station:
         # is not an unplug (it must not cost the driver the tag).
         plugged = {pid: pm.session_start(state) is not None for pid, (state, _) in first.items()}
         self.auth_events = self.authorizer.step(now, plugged, tags)
+        for pid in sorted(self._remote_stops):
+            stopped = self.authorizer.stop(pid, now)
+            if stopped is not None:
+                self.auth_events.append(stopped)
+        self._remote_stops.clear()
         for event in self.auth_events:
             _log_auth(event)
         # A port not authorized is not there for the allocation: never counted, offered 0.

@@ -387,3 +387,29 @@ def test_a_waiting_port_is_not_connected_for_the_coordinator_and_a_gfci_trip_kee
     runner.run(60.0 + 17 * 60.0)
     view = next(v for v in station.last.ports if v.id == "1")  # type: ignore[union-attr]
     assert view.mode.value == "C2" and view.offer_a > 0.0 and view.authorized
+
+
+def test_a_remote_stop_ends_the_offer_and_the_session_until_unplugged(tmp_path: Path) -> None:
+    """In free mode too: a central system's stop de-authorizes the port, its offer goes to 0,
+    and the session record ends with OCPP's reason Remote; nothing restarts it while the car
+    stays plugged in."""
+    import asyncio
+
+    from firmware.app import build_station
+    from firmware.runner import VirtualRunner
+    from firmware.sessions.live import StationSessions
+
+    path = tmp_path / "st.yaml"
+    path.write_text(STATION + "sim:\n  evs: [{port: 1, arrive: 1s, max_a: 32}]\n")
+    station = build_station(load_station(path))
+    sessions = StationSessions(station, "st", {"1": 208.0, "2": 208.0}, tmp_path)
+    asyncio.run(sessions.start())
+    runner = VirtualRunner(station)
+    runner.run(120.0, sessions.ticked)
+    runner.at(121.0, lambda: station.stop_session("1"))
+    last = runner.run(600.0, sessions.ticked)
+    view = next(v for v in last.ports if v.id == "1")
+    assert view.offer_a == 0.0 and not view.authorized and not view.contactor
+    asyncio.run(sessions.stop())
+    (record,) = sessions.store.sessions()
+    assert record.stop_reason is not None and record.stop_reason.value == "Remote"

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from firmware.auth import AuthMode
-from firmware.sessions import SessionRecord, SessionTracker, StopReason
+from firmware.sessions import SessionRecord, SessionTracker
+from firmware.sessions.live import STOP_REASONS
 from firmware.station import Snapshot, Station
 from tools.scenario import Scenario
 
@@ -50,8 +51,8 @@ class RunSessions:
         index = self._of[snap.ports[0].id]
         station, tracker = self.stations[index], self.trackers[index]
         for event in station.auth_events:
-            if event.kind == "stop" and event.port is not None:
-                tracker.stop(event.port, StopReason.Local)
+            if event.port is not None and event.kind in STOP_REASONS:
+                tracker.stop(event.port, STOP_REASONS[event.kind])
         tags = station.authorizer.settings.mode is AuthMode.TAGS
         wall = self.start + dt.timedelta(seconds=snap.t)
         for ev in tracker.step(

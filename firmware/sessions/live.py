@@ -25,9 +25,11 @@ from firmware.sessions.store import SessionStore, sessions_path
 from firmware.sessions.tracker import CHECKPOINT_S, SessionTracker
 from firmware.station import Snapshot, Station
 
-__all__ = ["STOPPED_DETAIL", "StationSessions"]
+__all__ = ["STOPPED_DETAIL", "STOP_REASONS", "StationSessions"]
 
 STOPPED_DETAIL = "station stopped"
+# Authorization events that end a session, with OCPP's reason (firmware.auth.AuthEvent).
+STOP_REASONS = {"stop": StopReason.Local, "remote": StopReason.Remote}
 
 
 def _utc_now() -> dt.datetime:
@@ -70,8 +72,8 @@ class StationSessions:
 
     def ticked(self, snap: Snapshot) -> None:
         for event in self.station.auth_events:
-            if event.kind == "stop" and event.port is not None:
-                self.tracker.stop(event.port, StopReason.Local)
+            if event.port is not None and event.kind in STOP_REASONS:
+                self.tracker.stop(event.port, STOP_REASONS[event.kind])
         self._step(snap)
         self._last = snap
 
